@@ -1,0 +1,242 @@
+"""Frozen configuration objects: model shape, KV cache, scheduler, engine."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+SUPPORTED_ARCHITECTURES = {
+    "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+}
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """Map a dtype name ("float32", "bfloat16", "float16") or a torch dtype to a torch dtype."""
+    if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype {dtype} is not supported; use float32, bfloat16 or float16")
+        return dtype
+    try:
+        return _DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise ValueError(
+            f"unknown dtype {dtype!r}; allowed: float32, bfloat16, float16"
+        ) from None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The shape of a dense decoder-only transformer (llama / mistral / qwen2 / qwen3 family)."""
+
+    model_type: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_qo_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    # The HF `rope_parameters` / `rope_scaling` dict without rope_theta, or None for plain RoPE.
+    rope_scaling: dict[str, Any] | None = None
+    max_position_embeddings: int = 2048
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False  # bias on q/k/v projections (qwen2: True)
+    o_proj_bias: bool = False
+    mlp_bias: bool = False
+    qk_norm: bool = False  # RMSNorm on q and k per head before RoPE (qwen3)
+    hidden_act: str = "silu"
+    sliding_window: int | None = None
+    bos_token_id: int | None = None
+    eos_token_ids: tuple[int, ...] = ()
+    pad_token_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.model_type not in SUPPORTED_ARCHITECTURES:
+            raise ValueError(
+                f"model_type {self.model_type!r} is not supported; "
+                f"supported: {sorted(SUPPORTED_ARCHITECTURES)}"
+            )
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers",
+                     "num_qo_heads", "num_kv_heads", "head_dim"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.num_qo_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_qo_heads ({self.num_qo_heads}) must be a multiple of "
+                f"num_kv_heads ({self.num_kv_heads})"
+            )
+        if self.hidden_act not in ("silu", "swish"):
+            raise ValueError(f"hidden_act {self.hidden_act!r} is not supported; only silu")
+        if self.rope_scaling is not None:
+            rope_type = self.rope_scaling.get("rope_type", self.rope_scaling.get("type", "default"))
+            if rope_type not in ("default", "llama3", "linear"):
+                raise ValueError(
+                    f"rope_type {rope_type!r} is not supported; supported: default, llama3, linear"
+                )
+
+    @property
+    def rope_type(self) -> str:
+        if not self.rope_scaling:
+            return "default"
+        return self.rope_scaling.get("rope_type", self.rope_scaling.get("type", "default"))
+
+    @classmethod
+    def from_hf(cls, hf: dict[str, Any] | Any) -> ModelConfig:
+        """Build from an HF `config.json` dict (or a transformers PretrainedConfig)."""
+        if not isinstance(hf, dict):
+            hf = hf.to_dict()
+        model_type = hf.get("model_type")
+        if model_type not in SUPPORTED_ARCHITECTURES:
+            archs = hf.get("architectures") or []
+            raise ValueError(
+                f"model_type {model_type!r} (architectures {archs}) is not supported; "
+                f"supported: {sorted(SUPPORTED_ARCHITECTURES)}"
+            )
+        num_qo_heads = hf["num_attention_heads"]
+        head_dim = hf.get("head_dim") or hf["hidden_size"] // num_qo_heads
+        rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+        rope = dict(rope)
+        rope_theta = float(rope.pop("rope_theta", hf.get("rope_theta", 10000.0)))
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        rope_scaling = None if rope_type == "default" else rope
+        eos = hf.get("eos_token_id")
+        eos_ids = tuple(eos) if isinstance(eos, (list, tuple)) else ((eos,) if eos is not None else ())
+        sliding = hf.get("sliding_window")
+        if model_type == "qwen2" or model_type == "qwen3":
+            if not hf.get("use_sliding_window", False):
+                sliding = None
+        return cls(
+            model_type=model_type,
+            vocab_size=hf["vocab_size"],
+            hidden_size=hf["hidden_size"],
+            intermediate_size=hf["intermediate_size"],
+            num_layers=hf["num_hidden_layers"],
+            num_qo_heads=num_qo_heads,
+            num_kv_heads=hf.get("num_key_value_heads") or num_qo_heads,
+            head_dim=head_dim,
+            rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+            rope_theta=rope_theta,
+            rope_scaling=rope_scaling,
+            max_position_embeddings=hf.get("max_position_embeddings", 2048),
+            tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            attention_bias=(model_type == "qwen2") or bool(hf.get("attention_bias", False)),
+            o_proj_bias=model_type != "qwen2" and bool(hf.get("attention_bias", False)),
+            mlp_bias=bool(hf.get("mlp_bias", False)),
+            qk_norm=model_type == "qwen3",
+            hidden_act=hf.get("hidden_act", "silu"),
+            sliding_window=sliding,
+            bos_token_id=hf.get("bos_token_id"),
+            eos_token_ids=eos_ids,
+            pad_token_id=hf.get("pad_token_id"),
+        )
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+    def num_params(self) -> int:
+        """Parameter count (embedding counted once when tied)."""
+        h, i, v = self.hidden_size, self.intermediate_size, self.vocab_size
+        q = self.num_qo_heads * self.head_dim
+        kv = self.num_kv_heads * self.head_dim
+        attn = h * q + 2 * h * kv + q * h
+        if self.attention_bias:
+            attn += q + 2 * kv
+        if self.qk_norm:
+            attn += 2 * self.head_dim
+        mlp = 3 * h * i
+        layer = attn + mlp + 2 * h
+        emb = v * h * (1 if self.tie_word_embeddings else 2)
+        return self.num_layers * layer + emb + h
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """Paged KV cache: `num_pages` pages of `page_size` tokens each, per layer.
+
+    `num_pages=None` sizes the pool from `memory_budget_bytes` (or, if that is None too, from
+    `max_num_seqs * max_model_len` tokens, enough that preemption never happens).
+    """
+
+    page_size: int = 16
+    num_pages: int | None = None
+    memory_budget_bytes: int | None = None
+    enable_prefix_caching: bool = True
+
+    def __post_init__(self) -> None:
+        if self.page_size <= 0:
+            raise ValueError(f"page_size must be positive, got {self.page_size}")
+        if self.num_pages is not None and self.num_pages <= 0:
+            raise ValueError(f"num_pages must be positive, got {self.num_pages}")
+        if self.memory_budget_bytes is not None and self.memory_budget_bytes <= 0:
+            raise ValueError(f"memory_budget_bytes must be positive, got {self.memory_budget_bytes}")
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Continuous batching limits.
+
+    max_num_batched_tokens: token budget of one step (prefill chunks + decodes).
+    max_num_seqs: most sequences running at once.
+    enable_chunked_prefill: split prompts longer than the remaining budget across steps.
+    """
+
+    max_num_batched_tokens: int = 2048
+    max_num_seqs: int = 64
+    enable_chunked_prefill: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_num_batched_tokens <= 0:
+            raise ValueError(
+                f"max_num_batched_tokens must be positive, got {self.max_num_batched_tokens}"
+            )
+        if self.max_num_seqs <= 0:
+            raise ValueError(f"max_num_seqs must be positive, got {self.max_num_seqs}")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything an Engine needs besides weights."""
+
+    model: ModelConfig
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    dtype: torch.dtype = torch.float32
+    device: str = "cpu"
+    max_model_len: int = 2048
+    attention_backend: str = "auto"  # "auto" | "torch" | "triton" | "ref"
+    use_cuda_graphs: bool = True
+    cuda_graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_model_len <= 0:
+            raise ValueError(f"max_model_len must be positive, got {self.max_model_len}")
+        if self.attention_backend not in ("auto", "torch", "triton", "ref"):
+            raise ValueError(
+                f"attention_backend {self.attention_backend!r} is not one of auto, torch, triton, ref"
+            )
+        if self.model.sliding_window is not None and self.max_model_len > self.model.sliding_window:
+            raise ValueError(
+                f"max_model_len {self.max_model_len} exceeds the model's sliding_window "
+                f"{self.model.sliding_window}; sliding-window attention is not implemented, so "
+                f"max_model_len must be <= {self.model.sliding_window}"
+            )

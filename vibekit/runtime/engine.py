@@ -1,0 +1,356 @@
+"""Engine: the public entry point. add_request / step / abort, generate and stream on top."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vibekit.config import CacheConfig, EngineConfig, ModelConfig, SchedulerConfig, resolve_dtype
+from vibekit.errors import InvalidRequestError
+from vibekit.kvcache import KVCacheManager
+from vibekit.runtime.detokenizer import IncrementalDetokenizer, find_stop
+from vibekit.runtime.model_runner import ModelRunner, kv_bytes_per_page
+from vibekit.runtime.outputs import RequestOutput
+from vibekit.runtime.request import Request
+from vibekit.runtime.sampling_params import SamplingParams
+from vibekit.runtime.scheduler import ScheduledBatch, Scheduler
+
+_CACHE_OPTIONS = {"page_size", "num_pages", "memory_budget_bytes", "enable_prefix_caching"}
+_SCHEDULER_OPTIONS = {"max_num_batched_tokens", "max_num_seqs", "enable_chunked_prefill"}
+_ENGINE_OPTIONS = {"max_model_len", "attention_backend", "use_cuda_graphs",
+                   "cuda_graph_batch_sizes", "seed"}
+_DEFAULT_CPU_KV_BUDGET = 2 << 30
+
+
+class Engine:
+    """Continuous-batching LLM engine over a paged KV cache with prefix caching.
+
+    Example:
+        engine = Engine.from_pretrained("dummy:tiny-llama")
+        out = engine.generate(["Hello"], SamplingParams(max_tokens=16, temperature=0.0))[0]
+        out.token_ids, out.text, out.finish_reason, out.usage.cached_prompt_tokens
+    """
+
+    def __init__(self, model: torch.nn.Module, config: EngineConfig, tokenizer: Any = None,
+                 eos_token_ids: Sequence[int] = ()) -> None:
+        self.config = config
+        self.model_config: ModelConfig = config.model
+        self.tokenizer = tokenizer
+        self.model = model
+        sched = config.scheduler
+        if not sched.enable_chunked_prefill and sched.max_num_batched_tokens < config.max_model_len:
+            raise ValueError(
+                f"with chunked prefill off, max_num_batched_tokens ({sched.max_num_batched_tokens})"
+                f" must be >= max_model_len ({config.max_model_len}) so any prompt fits one step"
+            )
+        self.num_pages = self._num_pages(config, model)
+        self.kv = KVCacheManager(self.num_pages, config.cache.page_size,
+                                 config.cache.enable_prefix_caching)
+        self.scheduler = Scheduler(config.scheduler, self.kv, config.max_model_len)
+        self.runner = ModelRunner(model, config, self.num_pages)
+        eos = set(eos_token_ids) | set(config.model.eos_token_ids)
+        if tokenizer is not None and getattr(tokenizer, "eos_token_id", None) is not None:
+            eos.add(tokenizer.eos_token_id)
+        self.eos_token_ids = frozenset(eos)
+        self.requests: dict[str, Request] = {}
+        self._ids = itertools.count()
+        self._arrivals = itertools.count()
+        self._rng = random.Random(config.seed)
+        self.num_generated_tokens = 0
+        self.num_steps = 0
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike, dtype: str | torch.dtype = "float32",
+                        device: str = "cpu", **options: Any) -> Engine:
+        """Load an HF checkpoint folder, "dummy:<preset>" or "dummy:/path/config.json", or
+        "zoo:<name>", and build an engine.
+
+        Options: max_model_len, page_size, num_pages, memory_budget_bytes (KV cache),
+        enable_prefix_caching, max_num_batched_tokens, max_num_seqs, enable_chunked_prefill,
+        attention_backend ("auto", "torch", "triton", "ref"), use_cuda_graphs,
+        cuda_graph_batch_sizes, seed.
+        """
+        from vibekit.models import load_model
+
+        allowed = _CACHE_OPTIONS | _SCHEDULER_OPTIONS | _ENGINE_OPTIONS
+        unknown = set(options) - allowed
+        if unknown:
+            raise TypeError(f"unknown engine options {sorted(unknown)}; allowed: {sorted(allowed)}")
+        torch_dtype = resolve_dtype(dtype)
+        seed = options.get("seed", 0)
+        model, model_config, tokenizer = load_model(source, dtype=torch_dtype, device=device,
+                                                    seed=seed)
+        max_model_len = options.get("max_model_len") or min(
+            model_config.max_position_embeddings, 4096
+        )
+        config = EngineConfig(
+            model=model_config,
+            cache=CacheConfig(**{k: options[k] for k in _CACHE_OPTIONS if k in options}),
+            scheduler=SchedulerConfig(**{k: options[k] for k in _SCHEDULER_OPTIONS
+                                         if k in options}),
+            dtype=torch_dtype,
+            device=str(device),
+            max_model_len=max_model_len,
+            **{k: options[k] for k in _ENGINE_OPTIONS - {"max_model_len"} if k in options},
+        )
+        return cls(model, config, tokenizer, _generation_eos_ids(source))
+
+    @staticmethod
+    def _num_pages(config: EngineConfig, model: torch.nn.Module) -> int:
+        spec = model.kv_cache_spec()
+        ps = config.cache.page_size
+        per_page = kv_bytes_per_page(spec.num_layers, spec.num_kv_heads, spec.head_dim, ps,
+                                     config.dtype)
+        pages_per_seq = -(-config.max_model_len // ps)
+        if config.cache.num_pages is not None:
+            num_pages = config.cache.num_pages
+        elif config.cache.memory_budget_bytes is not None:
+            num_pages = config.cache.memory_budget_bytes // per_page
+        elif config.device.startswith("cuda"):
+            free, _ = torch.cuda.mem_get_info(torch.device(config.device))
+            num_pages = int(free * 0.6) // per_page
+        else:
+            wanted = config.scheduler.max_num_seqs * pages_per_seq
+            num_pages = min(wanted, max(_DEFAULT_CPU_KV_BUDGET // per_page, pages_per_seq))
+        if num_pages < 1:
+            raise ValueError(
+                f"the KV cache budget holds no page ({per_page} bytes per page of {ps} tokens); "
+                f"raise memory_budget_bytes or num_pages"
+            )
+        return num_pages
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def _encode(self, prompt: str | Sequence[int]) -> list[int]:
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise InvalidRequestError(
+                    "prompt is a string but this model has no tokenizer; pass token ids instead"
+                )
+            return list(self.tokenizer(prompt)["input_ids"])
+        if isinstance(prompt, torch.Tensor):
+            prompt = prompt.flatten().tolist()
+        if not isinstance(prompt, (list, tuple)) or not all(
+            isinstance(t, int) and not isinstance(t, bool) for t in prompt
+        ):
+            raise InvalidRequestError("prompt must be a string or a list of integer token ids")
+        return list(prompt)
+
+    def add_request(self, prompt: str | Sequence[int], params: SamplingParams | None = None,
+                    request_id: str | None = None) -> str:
+        """Validate and queue one request; returns its id. Raises InvalidRequestError (a
+        ValueError) naming what was wrong before anything is queued."""
+        params = params if params is not None else SamplingParams()
+        if not isinstance(params, SamplingParams):
+            raise InvalidRequestError(f"params must be SamplingParams, got {type(params).__name__}")
+        ids = self._encode(prompt)
+        vocab = self.model_config.vocab_size
+        max_len = self.config.max_model_len
+        if not ids:
+            raise InvalidRequestError("prompt is empty; it must have at least one token")
+        bad = [t for t in ids if not 0 <= t < vocab]
+        if bad:
+            raise InvalidRequestError(
+                f"prompt has token ids outside the vocabulary [0, {vocab}): {bad[:8]}"
+            )
+        if len(ids) >= max_len:
+            raise InvalidRequestError(
+                f"prompt has {len(ids)} tokens; max_model_len is {max_len} and at least one "
+                f"token must be generated, so prompts may have at most {max_len - 1} tokens"
+            )
+        if params.stop_token_ids and any(t >= vocab for t in params.stop_token_ids):
+            raise InvalidRequestError(f"stop_token_ids must be < vocab_size {vocab}")
+        if params.stop_strings and self.tokenizer is None:
+            raise InvalidRequestError("stop strings need a tokenizer; this model has none")
+        if params.response_format is not None:
+            raise InvalidRequestError(
+                "response_format (structured output) is not supported by this engine yet"
+            )
+        total = min(len(ids) + params.max_tokens, max_len)
+        pages = -(-total // self.config.cache.page_size)
+        if pages > self.num_pages:
+            raise InvalidRequestError(
+                f"request needs {pages} KV pages ({total} tokens) but the pool has "
+                f"{self.num_pages}; lower max_tokens or enlarge the KV cache"
+            )
+        if request_id is None:
+            request_id = f"req-{next(self._ids)}"
+        elif request_id in self.requests:
+            raise InvalidRequestError(f"request_id {request_id!r} is already in use")
+        generator = None
+        if params.temperature > 0:
+            seed = params.seed if params.seed is not None else self._rng.getrandbits(63)
+            generator = torch.Generator(device=self.config.device).manual_seed(seed)
+        req = Request(request_id=request_id, prompt_token_ids=ids, params=params,
+                      generator=generator, arrival_index=next(self._arrivals),
+                      page_table=self.kv.new_table())
+        req.max_len = total
+        req.stop_ids = frozenset(params.stop_token_ids or ())
+        if self.tokenizer is not None:
+            req.detokenizer = IncrementalDetokenizer(self.tokenizer, ids)
+        self.requests[request_id] = req
+        self.scheduler.add(req)
+        return request_id
+
+    def abort(self, request_id: str) -> RequestOutput | None:
+        """Stop a request now and free its pages; returns its final output (None if unknown)."""
+        req = self.requests.pop(request_id, None)
+        if req is None:
+            return None
+        if not req.finished:
+            self.scheduler.finish(req, "abort")
+        return self._output(req, final=True)
+
+    def has_unfinished_requests(self) -> bool:
+        return self.scheduler.has_unfinished()
+
+    # -- the step -----------------------------------------------------------------------------
+
+    def step(self) -> list[RequestOutput]:
+        """Run one batch; returns an output for every request that produced a token (or
+        finished) in this step. Finished requests are forgotten after being returned."""
+        sched = self.scheduler.schedule()
+        if not sched.requests:
+            return []
+        tokens = self.runner.execute(sched)
+        self.num_steps += 1
+        return self._commit(sched, tokens)
+
+    def _commit(self, sched: ScheduledBatch, tokens: list[int]) -> list[RequestOutput]:
+        outputs = []
+        it = iter(tokens)
+        for req, n, samples in zip(sched.requests, sched.num_new_tokens, sched.samples):
+            req.num_computed_tokens += n
+            self.kv.commit(req.page_table, req.token_ids, req.num_computed_tokens,
+                           req.extra.get("cache_key"))
+            if samples:
+                self._append_token(req, next(it))
+                outputs.append(self._output(req, final=req.finished))
+                if req.finished:
+                    self.requests.pop(req.request_id, None)
+        return outputs
+
+    def _append_token(self, req: Request, token: int) -> None:
+        req.token_ids.append(token)
+        self.num_generated_tokens += 1
+        params = req.params
+        reason = None
+        if (token in self.eos_token_ids and not params.ignore_eos) or token in req.stop_ids:
+            reason = "stop"
+        if req.detokenizer is not None:
+            start = len(req.text)
+            req.text += req.detokenizer.step(req.token_ids)
+            if params.stop_strings and reason is None:
+                cut = find_stop(req.text, params.stop_strings, start)
+                if cut != -1:
+                    req.text = req.text[:cut]
+                    reason = "stop"
+        if reason is None and (req.num_output_tokens >= params.max_tokens
+                               or len(req.token_ids) >= req.max_len):
+            reason = "length"
+        if reason is not None:
+            self.scheduler.finish(req, reason)
+
+    def _output(self, req: Request, final: bool) -> RequestOutput:
+        out_ids = req.output_token_ids
+        delta_ids = out_ids[req.num_emitted_tokens:]
+        req.num_emitted_tokens = len(out_ids)
+        visible = len(req.text)
+        if not final and req.params.stop_strings:
+            # Hold back text that may still become the start of a stop string.
+            visible -= max(len(s) for s in req.params.stop_strings) - 1
+        visible = max(visible, req.num_emitted_chars)
+        delta_text = req.text[req.num_emitted_chars:visible]
+        req.num_emitted_chars = visible
+        return RequestOutput(
+            request_id=req.request_id, prompt_token_ids=req.prompt_token_ids,
+            token_ids=list(out_ids), text=req.text, finish_reason=req.finish_reason,
+            usage=req.usage(), delta_token_ids=delta_ids, delta_text=delta_text,
+        )
+
+    # -- conveniences -------------------------------------------------------------------------
+
+    def generate(self, prompts: Sequence[str | Sequence[int]] | str,
+                 params: SamplingParams | Sequence[SamplingParams] | None = None,
+                 predictions: Sequence[Any] | None = None) -> list[RequestOutput]:
+        """Run prompts to completion with continuous batching; outputs in prompt order.
+
+        prompts: a list of strings or of token-id lists (a single string is accepted too).
+        params: one SamplingParams for all, or one per prompt.
+        """
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if predictions is not None and any(p is not None for p in predictions):
+            raise InvalidRequestError("predictions (predicted outputs) are not supported yet")
+        if params is None or isinstance(params, SamplingParams):
+            params = [params or SamplingParams()] * len(prompts)
+        if len(params) != len(prompts):
+            raise InvalidRequestError(
+                f"got {len(params)} SamplingParams for {len(prompts)} prompts; pass one or one each"
+            )
+        ids: list[str] = []
+        try:
+            for prompt, p in zip(prompts, params):
+                ids.append(self.add_request(prompt, p))
+        except Exception:
+            for rid in ids:
+                self.abort(rid)
+            raise
+        final: dict[str, RequestOutput] = {}
+        wanted = set(ids)
+        while len(final) < len(ids):
+            for out in self.step():
+                if out.request_id in wanted and out.finished:
+                    final[out.request_id] = out
+        return [final[rid] for rid in ids]
+
+    def stream(self, prompt: str | Sequence[int],
+               params: SamplingParams | None = None) -> Iterator[RequestOutput]:
+        """Yield this request's output after every step that advances it (use delta_text /
+        delta_token_ids); the last one has finish_reason set. Other queued requests advance too."""
+        rid = self.add_request(prompt, params)
+        try:
+            while True:
+                for out in self.step():
+                    if out.request_id == rid:
+                        yield out
+                        if out.finished:
+                            return
+        finally:
+            if rid in self.requests:
+                self.abort(rid)
+
+    def stats(self) -> dict[str, float]:
+        """Queue depth, KV usage and prefix-cache hit rate, for logs and /metrics."""
+        return {
+            "num_running": self.scheduler.num_running,
+            "num_waiting": self.scheduler.num_waiting,
+            "kv_usage": self.kv.usage(),
+            "num_pages": self.num_pages,
+            "prefix_hit_rate": self.kv.stats.hit_rate,
+            "num_preemptions": self.scheduler.num_preemptions,
+            "num_generated_tokens": self.num_generated_tokens,
+            "num_steps": self.num_steps,
+        }
+
+
+def _generation_eos_ids(source: str | os.PathLike) -> list[int]:
+    """EOS ids from generation_config.json, which HF generate honours too."""
+    path = Path(source) / "generation_config.json"
+    if isinstance(source, str) and ":" in source and not os.path.exists(source):
+        return []
+    if not path.is_file():
+        return []
+    eos = json.loads(path.read_text()).get("eos_token_id")
+    if eos is None:
+        return []
+    return list(eos) if isinstance(eos, list) else [eos]

@@ -1,0 +1,122 @@
+"""ModelRunner: owns the KV cache tensors, turns a ScheduledBatch into a ForwardBatch, runs the
+model and samples."""
+
+from __future__ import annotations
+
+import torch
+
+from vibekit.config import EngineConfig
+from vibekit.ops import sample
+from vibekit.runtime.cuda_graph import DecodeGraphRunner
+from vibekit.runtime.forward_batch import ForwardBatch
+from vibekit.runtime.scheduler import ScheduledBatch
+
+
+def kv_bytes_per_page(num_layers: int, num_kv_heads: int, head_dim: int, page_size: int,
+                      dtype: torch.dtype) -> int:
+    elem = torch.empty((), dtype=dtype).element_size()
+    return 2 * num_layers * page_size * num_kv_heads * head_dim * elem
+
+
+class ModelRunner:
+    def __init__(self, model: torch.nn.Module, config: EngineConfig, num_pages: int) -> None:
+        self.model = model
+        self.config = config
+        self.device = torch.device(config.device)
+        self.page_size = config.cache.page_size
+        self.max_pages_per_seq = -(-config.max_model_len // self.page_size)
+        spec = model.kv_cache_spec()
+        shape = (num_pages, self.page_size, spec.num_kv_heads, spec.head_dim)
+        self.kv_caches = [
+            (torch.zeros(shape, dtype=config.dtype, device=self.device),
+             torch.zeros(shape, dtype=config.dtype, device=self.device))
+            for _ in range(spec.num_layers)
+        ]
+        self.attention_backend = config.attention_backend
+        self.graphs: DecodeGraphRunner | None = None
+        if self.device.type == "cuda" and config.use_cuda_graphs:
+            self.graphs = DecodeGraphRunner(self, config.cuda_graph_batch_sizes)
+
+    # -- batch metadata -----------------------------------------------------------------------
+
+    def prepare(self, sched: ScheduledBatch) -> ForwardBatch:
+        """Build the step's ForwardBatch on the host, then move it to the device in one go."""
+        ps = self.page_size
+        input_ids: list[int] = []
+        positions: list[int] = []
+        qo_indptr = [0]
+        kv_lens: list[int] = []
+        sample_indices: list[int] = []
+        max_pages = 1
+        for req, n, samples in zip(sched.requests, sched.num_new_tokens, sched.samples):
+            start = req.num_computed_tokens
+            input_ids += req.token_ids[start:start + n]
+            positions += range(start, start + n)
+            qo_indptr.append(qo_indptr[-1] + n)
+            kv_lens.append(start + n)
+            if samples:
+                sample_indices.append(qo_indptr[-1] - 1)
+            max_pages = max(max_pages, len(req.page_table.pages))
+        page_table = torch.zeros(len(sched.requests), max_pages, dtype=torch.int32)
+        for b, req in enumerate(sched.requests):
+            pages = req.page_table.pages
+            page_table[b, :len(pages)] = torch.tensor(pages, dtype=torch.int32)
+        pos_t = torch.tensor(positions, dtype=torch.int64)
+        qo_t = torch.tensor(qo_indptr, dtype=torch.int32)
+        seq_of_token = torch.repeat_interleave(
+            torch.arange(len(sched.requests)), torch.tensor(sched.num_new_tokens)
+        )
+        slot_mapping = page_table[seq_of_token, pos_t // ps].long() * ps + pos_t % ps
+        dev = self.device
+        return ForwardBatch(
+            input_ids=torch.tensor(input_ids, dtype=torch.int64).to(dev, non_blocking=True),
+            positions=pos_t.to(dev, non_blocking=True),
+            qo_indptr=qo_t.to(dev, non_blocking=True),
+            kv_lens=torch.tensor(kv_lens, dtype=torch.int32).to(dev, non_blocking=True),
+            page_table=page_table.to(dev, non_blocking=True),
+            slot_mapping=slot_mapping.to(dev, non_blocking=True),
+            sample_indices=torch.tensor(sample_indices, dtype=torch.int64).to(dev, non_blocking=True),
+            kv_caches=self.kv_caches,
+            max_q_len=max(sched.num_new_tokens),
+            max_kv_len=max(kv_lens),
+            attention_backend=self.attention_backend,
+        )
+
+    def copy_pages(self, copies: list[tuple[int, int]]) -> None:
+        """Copy-on-write: duplicate KV pages before a sequence appends into a shared page."""
+        if not copies:
+            return
+        src = torch.tensor([s for s, _ in copies], device=self.device)
+        dst = torch.tensor([d for _, d in copies], device=self.device)
+        for k_cache, v_cache in self.kv_caches:
+            k_cache[dst] = k_cache[src]
+            v_cache[dst] = v_cache[src]
+
+    # -- execution ----------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def forward(self, sched: ScheduledBatch) -> torch.Tensor:
+        """Run the model on one scheduled batch; logits [S, V] float32 for the sampling rows."""
+        self.copy_pages(sched.page_copies)
+        batch = self.prepare(sched)
+        if self.graphs is not None and self.graphs.can_run(batch):
+            return self.graphs.run(batch)
+        return self.model(batch.input_ids, batch)
+
+    @torch.inference_mode()
+    def sample(self, sched: ScheduledBatch, logits: torch.Tensor) -> list[int]:
+        reqs = [r for r, s in zip(sched.requests, sched.samples) if s]
+        if not reqs:
+            return []
+        if all(r.params.temperature == 0.0 for r in reqs):
+            return logits.argmax(dim=-1).tolist()
+        temperature = torch.tensor([r.params.temperature for r in reqs], dtype=torch.float32)
+        top_k = torch.tensor([r.params.top_k for r in reqs], dtype=torch.int64)
+        top_p = torch.tensor([r.params.top_p for r in reqs], dtype=torch.float32)
+        dev = logits.device
+        return sample(logits, temperature.to(dev), top_k.to(dev), top_p.to(dev),
+                      [r.generator for r in reqs]).tolist()
+
+    def execute(self, sched: ScheduledBatch) -> list[int]:
+        """Forward + sample: the new token of every request in `sched` whose `samples` is set."""
+        return self.sample(sched, self.forward(sched))
