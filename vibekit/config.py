@@ -118,6 +118,10 @@ class ModelConfig:
         rope_theta = float(rope.pop("rope_theta", hf.get("rope_theta", 10000.0)))
         rope_type = rope.get("rope_type", rope.get("type", "default"))
         rope_scaling = None if rope_type == "default" else rope
+        if rope_type == "llama3" and "original_max_position_embeddings" not in rope:
+            # HF falls back to the top-level field, then to max_position_embeddings (not 8192).
+            rope["original_max_position_embeddings"] = hf.get(
+                "original_max_position_embeddings", hf.get("max_position_embeddings", 2048))
         eos = hf.get("eos_token_id")
         eos_ids = tuple(eos) if isinstance(eos, (list, tuple)) else ((eos,) if eos is not None else ())
         sliding = hf.get("sliding_window")
@@ -213,12 +217,31 @@ class SchedulerConfig:
 
 
 @dataclass(frozen=True)
+class SpecConfig:
+    """Predicted outputs: draft block length (fixed, or adaptive between 4 and max_draft_tokens)."""
+
+    num_draft_tokens: int = 16
+    adaptive_draft: bool = True
+    max_draft_tokens: int = 64
+
+    def __post_init__(self) -> None:
+        if self.num_draft_tokens < 1:
+            raise ValueError(f"num_draft_tokens must be >= 1, got {self.num_draft_tokens}")
+        if self.max_draft_tokens < self.num_draft_tokens:
+            raise ValueError(
+                f"max_draft_tokens ({self.max_draft_tokens}) must be >= num_draft_tokens "
+                f"({self.num_draft_tokens})"
+            )
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     """Everything an Engine needs besides weights."""
 
     model: ModelConfig
     cache: CacheConfig = field(default_factory=CacheConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    spec: SpecConfig = field(default_factory=SpecConfig)
     dtype: torch.dtype = torch.float32
     device: str = "cpu"
     max_model_len: int = 2048

@@ -12,7 +12,14 @@ from typing import Any
 
 import torch
 
-from vibekit.config import CacheConfig, EngineConfig, ModelConfig, SchedulerConfig, resolve_dtype
+from vibekit.config import (
+    CacheConfig,
+    EngineConfig,
+    ModelConfig,
+    SchedulerConfig,
+    SpecConfig,
+    resolve_dtype,
+)
 from vibekit.errors import InvalidRequestError
 from vibekit.kvcache import KVCacheManager
 from vibekit.runtime.detokenizer import IncrementalDetokenizer, find_stop
@@ -21,11 +28,13 @@ from vibekit.runtime.outputs import RequestOutput
 from vibekit.runtime.request import Request
 from vibekit.runtime.sampling_params import SamplingParams
 from vibekit.runtime.scheduler import ScheduledBatch, Scheduler
+from vibekit.spec import PredictionDrafter
 
 _CACHE_OPTIONS = {"page_size", "num_pages", "memory_budget_bytes", "enable_prefix_caching"}
 _SCHEDULER_OPTIONS = {"max_num_batched_tokens", "max_num_seqs", "enable_chunked_prefill"}
 _ENGINE_OPTIONS = {"max_model_len", "attention_backend", "use_cuda_graphs",
                    "cuda_graph_batch_sizes", "seed"}
+_SPEC_OPTIONS = {"num_draft_tokens", "adaptive_draft", "max_draft_tokens"}
 _DEFAULT_CPU_KV_BUDGET = 2 << 30
 
 
@@ -59,6 +68,9 @@ class Engine:
         if tokenizer is not None and getattr(tokenizer, "eos_token_id", None) is not None:
             eos.add(tokenizer.eos_token_id)
         self.eos_token_ids = frozenset(eos)
+        self.spec_options = dict(num_draft_tokens=config.spec.num_draft_tokens,
+                                 adaptive=config.spec.adaptive_draft,
+                                 max_draft_tokens=config.spec.max_draft_tokens)
         self.requests: dict[str, Request] = {}
         self._ids = itertools.count()
         self._arrivals = itertools.count()
@@ -77,11 +89,12 @@ class Engine:
         Options: max_model_len, page_size, num_pages, memory_budget_bytes (KV cache),
         enable_prefix_caching, max_num_batched_tokens, max_num_seqs, enable_chunked_prefill,
         attention_backend ("auto", "torch", "triton", "ref"), use_cuda_graphs,
-        cuda_graph_batch_sizes, seed.
+        cuda_graph_batch_sizes, seed; predicted outputs: num_draft_tokens, adaptive_draft,
+        max_draft_tokens.
         """
         from vibekit.models import load_model
 
-        allowed = _CACHE_OPTIONS | _SCHEDULER_OPTIONS | _ENGINE_OPTIONS
+        allowed = _CACHE_OPTIONS | _SCHEDULER_OPTIONS | _ENGINE_OPTIONS | _SPEC_OPTIONS
         unknown = set(options) - allowed
         if unknown:
             raise TypeError(f"unknown engine options {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -97,6 +110,7 @@ class Engine:
             cache=CacheConfig(**{k: options[k] for k in _CACHE_OPTIONS if k in options}),
             scheduler=SchedulerConfig(**{k: options[k] for k in _SCHEDULER_OPTIONS
                                          if k in options}),
+            spec=SpecConfig(**{k: options[k] for k in _SPEC_OPTIONS if k in options}),
             dtype=torch_dtype,
             device=str(device),
             max_model_len=max_model_len,
@@ -146,9 +160,15 @@ class Engine:
         return list(prompt)
 
     def add_request(self, prompt: str | Sequence[int], params: SamplingParams | None = None,
-                    request_id: str | None = None) -> str:
+                    request_id: str | None = None,
+                    prediction: str | Sequence[int] | None = None) -> str:
         """Validate and queue one request; returns its id. Raises InvalidRequestError (a
-        ValueError) naming what was wrong before anything is queued."""
+        ValueError) naming what was wrong before anything is queued.
+
+        prediction: the expected output (text or token ids), e.g. the file being edited. It is
+        verified in blocks against the model and never changes the output, only the speed;
+        usage reports accepted_prediction_tokens / rejected_prediction_tokens.
+        """
         params = params if params is not None else SamplingParams()
         if not isinstance(params, SamplingParams):
             raise InvalidRequestError(f"params must be SamplingParams, got {type(params).__name__}")
@@ -182,6 +202,7 @@ class Engine:
                 f"request needs {pages} KV pages ({total} tokens) but the pool has "
                 f"{self.num_pages}; lower max_tokens or enlarge the KV cache"
             )
+        prediction_ids = self._encode_prediction(prediction, len(ids))
         if request_id is None:
             request_id = f"req-{next(self._ids)}"
         elif request_id in self.requests:
@@ -195,11 +216,45 @@ class Engine:
                       page_table=self.kv.new_table())
         req.max_len = total
         req.stop_ids = frozenset(params.stop_token_ids or ())
+        if prediction_ids:
+            req.drafter = PredictionDrafter(prediction_ids, **self.spec_options)
         if self.tokenizer is not None:
             req.detokenizer = IncrementalDetokenizer(self.tokenizer, ids)
         self.requests[request_id] = req
         self.scheduler.add(req)
         return request_id
+
+    def _encode_prediction(self, prediction: str | Sequence[int] | None,
+                           prompt_len: int) -> list[int]:
+        if prediction is None:
+            return []
+        if isinstance(prediction, str):
+            if self.tokenizer is None:
+                raise InvalidRequestError(
+                    "prediction is a string but this model has no tokenizer; pass token ids"
+                )
+            ids = list(self.tokenizer(prediction, add_special_tokens=False)["input_ids"])
+        elif isinstance(prediction, (list, tuple)) and all(
+            isinstance(t, int) and not isinstance(t, bool) for t in prediction
+        ):
+            ids = list(prediction)
+            vocab = self.model_config.vocab_size
+            if any(not 0 <= t < vocab for t in ids):
+                raise InvalidRequestError(
+                    f"prediction has token ids outside the vocabulary [0, {vocab})"
+                )
+        else:
+            raise InvalidRequestError(
+                f"prediction must be a string or a list of token ids, got "
+                f"{type(prediction).__name__}"
+            )
+        room = self.config.max_model_len - prompt_len
+        if len(ids) > room:
+            raise InvalidRequestError(
+                f"prediction has {len(ids)} tokens but the context leaves room for {room} "
+                f"(max_model_len {self.config.max_model_len} - prompt {prompt_len})"
+            )
+        return ids
 
     def abort(self, request_id: str) -> RequestOutput | None:
         """Stop a request now and free its pages; returns its final output (None if unknown)."""
@@ -221,25 +276,47 @@ class Engine:
         sched = self.scheduler.schedule()
         if not sched.requests:
             return []
-        tokens = self.runner.execute(sched)
+        emitted = self.runner.execute(sched)
         self.num_steps += 1
-        return self._commit(sched, tokens)
+        return self._commit(sched, emitted)
 
-    def _commit(self, sched: ScheduledBatch, tokens: list[int]) -> list[RequestOutput]:
+    def _commit(self, sched: ScheduledBatch, emitted: list[list[int]]) -> list[RequestOutput]:
         outputs = []
-        it = iter(tokens)
-        for req, n, samples in zip(sched.requests, sched.num_new_tokens, sched.samples):
-            req.num_computed_tokens += n
-            self.kv.commit(req.page_table, req.token_ids, req.num_computed_tokens,
-                           req.extra.get("cache_key"))
+        it = iter(emitted)
+        for req, n, samples, draft in zip(sched.requests, sched.num_new_tokens, sched.samples,
+                                          sched.drafts):
+            reason = None
             if samples:
-                self._append_token(req, next(it))
+                tokens = next(it)
+                num_accepted = len(tokens) - 1
+                num_rejected = len(draft) - num_accepted
+                if num_rejected:
+                    self.kv.trim(req.page_table, num_rejected)  # KV of rejected draft positions
+                req.num_computed_tokens += n - num_rejected
+                if req.drafter is not None:
+                    req.drafter.update(draft, num_accepted, tokens)
+                    req.num_accepted_prediction_tokens += num_accepted
+                    req.num_rejected_prediction_tokens += num_rejected
+                for token in tokens:
+                    reason = self._append_token(req, token)
+                    if reason is not None:
+                        break
+            else:
+                req.num_computed_tokens += n
+            # A stop inside an accepted block leaves fewer tokens than were computed.
+            self.kv.commit(req.page_table, req.token_ids,
+                           min(req.num_computed_tokens, len(req.token_ids)),
+                           req.extra.get("cache_key"))
+            if reason is not None:
+                self.scheduler.finish(req, reason)
+            if samples:
                 outputs.append(self._output(req, final=req.finished))
                 if req.finished:
                     self.requests.pop(req.request_id, None)
         return outputs
 
-    def _append_token(self, req: Request, token: int) -> None:
+    def _append_token(self, req: Request, token: int) -> str | None:
+        """Append one emitted token; returns the finish reason it causes, if any."""
         req.token_ids.append(token)
         self.num_generated_tokens += 1
         params = req.params
@@ -257,8 +334,7 @@ class Engine:
         if reason is None and (req.num_output_tokens >= params.max_tokens
                                or len(req.token_ids) >= req.max_len):
             reason = "length"
-        if reason is not None:
-            self.scheduler.finish(req, reason)
+        return reason
 
     def _output(self, req: Request, final: bool) -> RequestOutput:
         out_ids = req.output_token_ids
@@ -286,11 +362,16 @@ class Engine:
 
         prompts: a list of strings or of token-id lists (a single string is accepted too).
         params: one SamplingParams for all, or one per prompt.
+        predictions: optional predicted output per prompt (text, token ids or None).
         """
         if isinstance(prompts, str):
             prompts = [prompts]
-        if predictions is not None and any(p is not None for p in predictions):
-            raise InvalidRequestError("predictions (predicted outputs) are not supported yet")
+        if predictions is None:
+            predictions = [None] * len(prompts)
+        if len(predictions) != len(prompts):
+            raise InvalidRequestError(
+                f"got {len(predictions)} predictions for {len(prompts)} prompts; pass one each"
+            )
         if params is None or isinstance(params, SamplingParams):
             params = [params or SamplingParams()] * len(prompts)
         if len(params) != len(prompts):
@@ -299,8 +380,8 @@ class Engine:
             )
         ids: list[str] = []
         try:
-            for prompt, p in zip(prompts, params):
-                ids.append(self.add_request(prompt, p))
+            for prompt, p, pred in zip(prompts, params, predictions):
+                ids.append(self.add_request(prompt, p, prediction=pred))
         except Exception:
             for rid in ids:
                 self.abort(rid)
@@ -313,11 +394,11 @@ class Engine:
                     final[out.request_id] = out
         return [final[rid] for rid in ids]
 
-    def stream(self, prompt: str | Sequence[int],
-               params: SamplingParams | None = None) -> Iterator[RequestOutput]:
+    def stream(self, prompt: str | Sequence[int], params: SamplingParams | None = None,
+               prediction: str | Sequence[int] | None = None) -> Iterator[RequestOutput]:
         """Yield this request's output after every step that advances it (use delta_text /
         delta_token_ids); the last one has finish_reason set. Other queued requests advance too."""
-        rid = self.add_request(prompt, params)
+        rid = self.add_request(prompt, params, prediction=prediction)
         try:
             while True:
                 for out in self.step():

@@ -10,6 +10,7 @@ from vibekit.ops import sample
 from vibekit.runtime.cuda_graph import DecodeGraphRunner
 from vibekit.runtime.forward_batch import ForwardBatch
 from vibekit.runtime.scheduler import ScheduledBatch
+from vibekit.spec import accept_greedy, accept_sampling
 
 
 def kv_bytes_per_page(num_layers: int, num_kv_heads: int, head_dim: int, page_size: int,
@@ -48,14 +49,16 @@ class ModelRunner:
         kv_lens: list[int] = []
         sample_indices: list[int] = []
         max_pages = 1
-        for req, n, samples in zip(sched.requests, sched.num_new_tokens, sched.samples):
+        for req, n, samples, draft in zip(sched.requests, sched.num_new_tokens, sched.samples,
+                                          sched.drafts):
             start = req.num_computed_tokens
-            input_ids += req.token_ids[start:start + n]
+            input_ids += req.token_ids[start:start + n - len(draft)]
+            input_ids += draft
             positions += range(start, start + n)
             qo_indptr.append(qo_indptr[-1] + n)
             kv_lens.append(start + n)
-            if samples:
-                sample_indices.append(qo_indptr[-1] - 1)
+            if samples:  # the last own token, then one row per draft token
+                sample_indices += range(qo_indptr[-1] - 1 - len(draft), qo_indptr[-1])
             max_pages = max(max_pages, len(req.page_table.pages))
         page_table = torch.zeros(len(sched.requests), max_pages, dtype=torch.int32)
         for b, req in enumerate(sched.requests):
@@ -104,19 +107,43 @@ class ModelRunner:
         return self.model(batch.input_ids, batch)
 
     @torch.inference_mode()
-    def sample(self, sched: ScheduledBatch, logits: torch.Tensor) -> list[int]:
-        reqs = [r for r, s in zip(sched.requests, sched.samples) if s]
+    def sample(self, sched: ScheduledBatch, logits: torch.Tensor) -> list[list[int]]:
+        """The emitted tokens of each sampling request: one sampled token, or for a verify block
+        the accepted draft tokens plus the model's next token."""
+        reqs = [(r, d) for r, s, d in zip(sched.requests, sched.samples, sched.drafts) if s]
         if not reqs:
             return []
-        if all(r.params.temperature == 0.0 for r in reqs):
-            return logits.argmax(dim=-1).tolist()
-        temperature = torch.tensor([r.params.temperature for r in reqs], dtype=torch.float32)
-        top_k = torch.tensor([r.params.top_k for r in reqs], dtype=torch.int64)
-        top_p = torch.tensor([r.params.top_p for r in reqs], dtype=torch.float32)
-        dev = logits.device
-        return sample(logits, temperature.to(dev), top_k.to(dev), top_p.to(dev),
-                      [r.generator for r in reqs]).tolist()
+        greedy_ids = logits.argmax(dim=-1).tolist()
+        emitted: list[list[int]] = []
+        plain_rows: list[int] = []  # rows of non-greedy requests without a draft: one batch
+        row = 0
+        for req, draft in reqs:
+            n = len(draft) + 1
+            if req.params.temperature == 0.0:
+                emitted.append(accept_greedy(draft, greedy_ids[row:row + n]))
+            elif draft:
+                p = req.params
+                emitted.append(accept_sampling(draft, logits[row:row + n], p.temperature,
+                                               p.top_k, p.top_p, req.generator))
+            else:
+                emitted.append([])
+                plain_rows.append(row)
+            row += n
+        if plain_rows:
+            idx = [i for i, e in enumerate(emitted) if not e]
+            rs = [reqs[i][0] for i in idx]
+            dev = logits.device
+            tokens = sample(
+                logits[torch.tensor(plain_rows, device=dev)],
+                torch.tensor([r.params.temperature for r in rs], dtype=torch.float32, device=dev),
+                torch.tensor([r.params.top_k for r in rs], dtype=torch.int64, device=dev),
+                torch.tensor([r.params.top_p for r in rs], dtype=torch.float32, device=dev),
+                [r.generator for r in rs],
+            ).tolist()
+            for i, t in zip(idx, tokens):
+                emitted[i] = [t]
+        return emitted
 
-    def execute(self, sched: ScheduledBatch) -> list[int]:
-        """Forward + sample: the new token of every request in `sched` whose `samples` is set."""
+    def execute(self, sched: ScheduledBatch) -> list[list[int]]:
+        """Forward + sample/verify: the emitted tokens of each request whose `samples` is set."""
         return self.sample(sched, self.forward(sched))

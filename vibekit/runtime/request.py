@@ -12,6 +12,7 @@ from vibekit.kvcache import PageTable
 from vibekit.runtime.detokenizer import IncrementalDetokenizer
 from vibekit.runtime.outputs import Usage
 from vibekit.runtime.sampling_params import SamplingParams
+from vibekit.spec import PredictionDrafter
 
 
 class RequestStatus(enum.Enum):
@@ -46,6 +47,9 @@ class Request:
     stop_ids: frozenset[int] = frozenset()
     max_len: int = 0  # token_ids may not grow beyond this (min of prompt+max_tokens, max_model_len)
     num_preemptions: int = 0
+    drafter: PredictionDrafter | None = None  # predicted outputs
+    num_accepted_prediction_tokens: int = 0
+    num_rejected_prediction_tokens: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -73,4 +77,6 @@ class Request:
             prompt_tokens=self.num_prompt_tokens,
             completion_tokens=self.num_output_tokens,
             cached_prompt_tokens=max(self.num_cached_prompt_tokens, 0),
+            accepted_prediction_tokens=self.num_accepted_prediction_tokens,
+            rejected_prediction_tokens=self.num_rejected_prediction_tokens,
         )

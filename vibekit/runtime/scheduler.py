@@ -13,18 +13,23 @@ from vibekit.runtime.request import Request, RequestStatus
 @dataclass
 class ScheduledBatch:
     """The work of one step: request i feeds `num_new_tokens[i]` query tokens starting at its
-    num_computed_tokens; it samples a token afterwards when `samples[i]` is set."""
+    num_computed_tokens — its own tokens followed by `drafts[i]` (a verify block) — and samples
+    afterwards when `samples[i]` is set (one row, or one per draft token plus one)."""
 
     requests: list[Request] = field(default_factory=list)
     num_new_tokens: list[int] = field(default_factory=list)
     samples: list[bool] = field(default_factory=list)
+    drafts: list[list[int]] = field(default_factory=list)
     page_copies: list[tuple[int, int]] = field(default_factory=list)  # copy-on-write (src, dst)
     num_preempted: int = 0
 
-    def add(self, req: Request, num_new: int) -> None:
+    def add(self, req: Request, num_new: int, draft: list[int]) -> None:
         self.requests.append(req)
         self.num_new_tokens.append(num_new)
-        self.samples.append(req.num_computed_tokens + num_new == len(req.token_ids))
+        self.drafts.append(draft)
+        self.samples.append(
+            req.num_computed_tokens + num_new - len(draft) == len(req.token_ids)
+        )
 
     @property
     def num_tokens(self) -> int:
@@ -97,6 +102,10 @@ class Scheduler:
         while i < len(self.running) and budget > 0:
             req = self.running[i]
             num_new = min(len(req.token_ids) - req.num_computed_tokens, budget)
+            draft = self._draft(req, req.num_computed_tokens + num_new, budget - num_new)
+            if draft and not self.kv.can_allocate(req.page_table, num_new + len(draft)):
+                draft = []  # verify later; never preempt others for a speculative block
+            num_new += len(draft)
             scheduled = True
             while not self.kv.can_allocate(req.page_table, num_new):
                 victim = self.running.pop()
@@ -108,7 +117,7 @@ class Scheduler:
             if not scheduled:
                 break
             batch.page_copies += self.kv.allocate(req.page_table, num_new)
-            batch.add(req, num_new)
+            batch.add(req, num_new, draft)
             budget -= num_new
             i += 1
 
@@ -125,16 +134,30 @@ class Scheduler:
                 num_new = budget
             if not self.kv.can_allocate(req.page_table, num_new, pages):
                 break
-            batch.page_copies += self.kv.allocate(req.page_table, num_new, pages, hashes)
             req.num_computed_tokens = num_cached
+            draft = self._draft(req, num_cached + num_new, budget - num_new)
+            if draft and not self.kv.can_allocate(req.page_table, num_new + len(draft), pages):
+                draft = []
+            num_new += len(draft)
+            batch.page_copies += self.kv.allocate(req.page_table, num_new, pages, hashes)
             if req.num_cached_prompt_tokens < 0:
                 req.num_cached_prompt_tokens = min(num_cached, req.num_prompt_tokens)
             self.waiting.popleft()
             req.status = RequestStatus.RUNNING
             self.running.append(req)
-            batch.add(req, num_new)
+            batch.add(req, num_new, draft)
             budget -= num_new
         return batch
+
+    @staticmethod
+    def _draft(req: Request, computed_after: int, budget: int) -> list[int]:
+        """Draft tokens to verify after this step's own tokens: only when the step reaches the end
+        of the request's tokens (it samples), within the budget, and never past what the request
+        may still emit (the block emits up to len(draft) + 1 tokens)."""
+        if req.drafter is None or computed_after != len(req.token_ids) or budget <= 0:
+            return []
+        room = min(budget, req.max_len - len(req.token_ids) - 1)
+        return req.drafter.propose(req.output_token_ids, room)
 
     def _match_prefix(self, req: Request) -> tuple[list[int], list[int]]:
         pages, hashes = self.kv.match_prefix(req.token_ids, req.extra.get("cache_key"))

@@ -1,0 +1,392 @@
+"""AsyncEngine: one Engine driven by a dedicated thread, streamed to asyncio callers.
+
+The Engine is not thread-safe, so only the engine thread ever touches it. Callers on any event
+loop submit commands (add, abort, shutdown) through a thread-safe queue; the engine thread runs
+them between steps and hands each step's outputs to per-request asyncio queues with
+`loop.call_soon_threadsafe`, one call per loop per step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import queue
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from vibekit.errors import InvalidRequestError
+from vibekit.runtime.engine import Engine
+from vibekit.runtime.outputs import RequestOutput
+from vibekit.runtime.sampling_params import SamplingParams
+
+
+class EngineDeadError(RuntimeError):
+    """The engine thread crashed; every in-flight and later request fails with this."""
+
+
+class EngineClosedError(RuntimeError):
+    """The engine is shutting down or shut down and accepts no new requests."""
+
+
+class RequestStream:
+    """The outputs of one accepted request, as an async iterator of RequestOutput.
+
+    Each output is cumulative (token_ids, text) and carries what is new (delta_token_ids,
+    delta_text); iteration ends after the output with finish_reason set. Raises EngineDeadError
+    if the engine crashes meanwhile. `cancel()` aborts the request if it is still running; it is
+    thread-safe and does not block, so it is safe in `finally` blocks of cancelled tasks.
+    """
+
+    def __init__(self, owner: AsyncEngine, request_id: str, loop: asyncio.AbstractEventLoop):
+        self.request_id = request_id
+        self.finished = False
+        self._owner = owner
+        self._loop = loop
+        self._queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
+
+    def __aiter__(self) -> RequestStream:
+        return self
+
+    async def __anext__(self) -> RequestOutput:
+        if self.finished:
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if isinstance(item, BaseException):
+            self.finished = True
+            raise item
+        if item.finished:
+            self.finished = True
+        return item
+
+    def cancel(self) -> None:
+        """Abort the request unless it has finished (no-op otherwise)."""
+        if not self.finished:
+            self.finished = True
+            self._owner._submit_abort(self.request_id)
+
+
+@dataclass
+class _Add:
+    prompt: str | Sequence[int]
+    params: SamplingParams
+    request_id: str
+    kwargs: dict[str, Any]
+    stream: RequestStream
+    accepted: asyncio.Future[None]
+
+
+@dataclass
+class _Abort:
+    request_id: str
+    done: asyncio.Future[None] | None = None
+
+
+@dataclass
+class _Shutdown:
+    graceful: bool
+    deadline: float
+
+
+@dataclass
+class _Totals:
+    """Counters kept by the engine thread for /metrics."""
+
+    finished: Counter[str] = field(default_factory=Counter)
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+_RUNNING, _CLOSING, _STOPPED, _DEAD = "running", "closing", "stopped", "dead"
+
+
+class AsyncEngine:
+    """Serve one Engine to asyncio code.
+
+    Example:
+        engine = AsyncEngine(Engine.from_pretrained("dummy:tiny-llama"))
+        async for out in engine.generate("Hello", SamplingParams(max_tokens=8)):
+            print(out.delta_text, end="")
+        engine.shutdown()
+
+    The engine thread starts on construction (or lazily with `start()` if `start=False`).
+    Validation errors (InvalidRequestError) are raised by `add_request` / the first step of
+    `generate`, before any output; if the engine crashes, every in-flight request raises
+    EngineDeadError instead of hanging.
+    """
+
+    def __init__(self, engine: Engine, start: bool = True) -> None:
+        self.engine = engine
+        self.tokenizer = engine.tokenizer
+        self.model_config = engine.model_config
+        self.config = engine.config
+        self._commands: queue.SimpleQueue[_Add | _Abort | _Shutdown] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # guards _state against racing submits and thread exit
+        self._state = _RUNNING
+        self._error: BaseException | None = None
+        self._streams: dict[str, RequestStream] = {}  # engine thread only
+        self._shutdown: _Shutdown | None = None  # engine thread only
+        self._totals = _Totals()
+        self._stats: dict[str, float] = dict(engine.stats())
+        self._ids = itertools.count()
+        self._id_prefix = uuid.uuid4().hex[:8]
+        self._accepts_prediction = _accepts_keyword(engine.add_request, "prediction")
+        self._thread = threading.Thread(target=self._run, name="vibekit-engine", daemon=True)
+        if start:
+            self.start()
+
+    # -- caller side (any thread / event loop) ------------------------------------------------
+
+    def start(self) -> None:
+        if not self._thread.is_alive() and self._thread.ident is None:
+            self._thread.start()
+
+    @property
+    def is_running(self) -> bool:
+        """True while new requests are accepted and the engine thread is alive."""
+        return self._state == _RUNNING and self._thread.is_alive()
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception that killed the engine thread, if it crashed."""
+        return self._error
+
+    async def add_request(self, prompt: str | Sequence[int], params: SamplingParams | None = None,
+                          request_id: str | None = None, prediction: Any = None) -> RequestStream:
+        """Queue a request and wait until the engine accepted it; returns its output stream.
+
+        Raises InvalidRequestError (bad prompt or params), EngineClosedError or EngineDeadError.
+        """
+        params = params if params is not None else SamplingParams()
+        kwargs: dict[str, Any] = {}
+        if prediction is not None:
+            if not self._accepts_prediction:
+                raise InvalidRequestError("prediction is not supported by this engine")
+            kwargs["prediction"] = prediction
+        if request_id is None:
+            request_id = f"{self._id_prefix}-{next(self._ids)}"
+        loop = asyncio.get_running_loop()
+        stream = RequestStream(self, request_id, loop)
+        accepted: asyncio.Future[None] = loop.create_future()
+        self._submit(_Add(prompt, params, request_id, kwargs, stream, accepted))
+        try:
+            await accepted
+        except asyncio.CancelledError:
+            # The add may run later; the abort queued behind it undoes it.
+            self._submit_abort(request_id)
+            raise
+        return stream
+
+    async def generate(self, prompt: str | Sequence[int], params: SamplingParams | None = None,
+                       request_id: str | None = None,
+                       prediction: Any = None) -> AsyncIterator[RequestOutput]:
+        """Stream one request's outputs (cumulative, with deltas); the last has finish_reason.
+
+        If the consumer stops early (break, cancellation, aclose), the request is aborted and
+        its KV pages are freed.
+        """
+        stream = await self.add_request(prompt, params, request_id, prediction)
+        try:
+            async for out in stream:
+                yield out
+        finally:
+            stream.cancel()
+
+    async def abort(self, request_id: str) -> None:
+        """Abort a request (no-op if unknown or finished); returns once the engine has done it."""
+        done = asyncio.get_running_loop().create_future()
+        try:
+            self._submit(_Abort(request_id, done), allow_closing=True)
+        except (EngineClosedError, EngineDeadError):
+            return
+        await done
+
+    def stats(self) -> dict[str, float]:
+        """Engine stats from after the latest step (queue depth, KV usage, prefix hit rate...)
+        plus totals over finished requests: num_finished_<reason>, num_prompt_tokens,
+        num_cached_prompt_tokens, num_completion_tokens."""
+        stats = dict(self._stats)
+        totals = self._totals
+        for reason in ("stop", "length", "abort"):
+            stats[f"num_finished_{reason}"] = totals.finished[reason]
+        stats["num_prompt_tokens"] = totals.prompt_tokens
+        stats["num_cached_prompt_tokens"] = totals.cached_prompt_tokens
+        stats["num_completion_tokens"] = totals.completion_tokens
+        return stats
+
+    def shutdown(self, graceful: bool = True, timeout: float = 30.0) -> None:
+        """Stop accepting requests; if graceful, let in-flight ones finish for up to `timeout`
+        seconds, then abort whatever is left and stop the engine thread. Blocks until then
+        (from async code: `await asyncio.to_thread(engine.shutdown, ...)`)."""
+        with self._lock:
+            if self._state == _RUNNING:
+                self._state = _CLOSING
+                if self._thread.ident is not None:
+                    deadline = time.monotonic() + (timeout if graceful else 0.0)
+                    self._commands.put(_Shutdown(graceful, deadline))
+                else:
+                    self._state = _STOPPED
+        if self._thread.ident is not None and threading.current_thread() is not self._thread:
+            self._thread.join(timeout + 5.0)
+
+    # -- submitting ---------------------------------------------------------------------------
+
+    def _submit(self, cmd: _Add | _Abort, allow_closing: bool = False) -> None:
+        with self._lock:
+            if self._state == _DEAD:
+                raise EngineDeadError("the engine crashed") from self._error
+            if self._state == _STOPPED or (self._state == _CLOSING and not allow_closing):
+                raise EngineClosedError("the engine is shutting down; no new requests")
+            self._commands.put(cmd)
+
+    def _submit_abort(self, request_id: str) -> None:
+        try:
+            self._submit(_Abort(request_id), allow_closing=True)
+        except (EngineClosedError, EngineDeadError):
+            pass  # the engine thread is gone and holds no pages for anyone
+
+    # -- engine thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        engine = self.engine
+        try:
+            while True:
+                busy = engine.has_unfinished_requests()
+                for cmd in self._take_commands(block=not busy and self._shutdown is None):
+                    self._execute(cmd)
+                if self._shutdown is not None and self._finish_shutdown():
+                    break
+                if engine.has_unfinished_requests():
+                    self._dispatch(engine.step())
+                self._stats = dict(engine.stats())
+        except BaseException as exc:  # noqa: BLE001 - any crash must fail the waiters
+            self._die(exc)
+            return
+        self._close(_STOPPED, EngineClosedError("the engine shut down"))
+
+    def _take_commands(self, block: bool) -> list[_Add | _Abort | _Shutdown]:
+        cmds = []
+        if block:
+            cmds.append(self._commands.get())
+        while True:
+            try:
+                cmds.append(self._commands.get_nowait())
+            except queue.Empty:
+                return cmds
+
+    def _execute(self, cmd: _Add | _Abort | _Shutdown) -> None:
+        if isinstance(cmd, _Add):
+            if self._shutdown is not None:
+                _post(cmd.stream._loop, _set_exception, cmd.accepted,
+                      EngineClosedError("the engine is shutting down; no new requests"))
+                return
+            try:
+                self.engine.add_request(cmd.prompt, cmd.params, cmd.request_id, **cmd.kwargs)
+            except Exception as exc:  # the engine validated and queued nothing
+                _post(cmd.stream._loop, _set_exception, cmd.accepted, exc)
+                return
+            self._streams[cmd.request_id] = cmd.stream
+            if not _post(cmd.stream._loop, _set_result, cmd.accepted, None):
+                self._abort(cmd.request_id)  # the caller's loop is gone
+        elif isinstance(cmd, _Abort):
+            self._abort(cmd.request_id)
+            if cmd.done is not None:
+                _post(cmd.done.get_loop(), _set_result, cmd.done, None)
+        else:
+            self._shutdown = cmd
+
+    def _abort(self, request_id: str) -> None:
+        out = self.engine.abort(request_id)
+        if out is not None:
+            self._dispatch([out])
+        self._streams.pop(request_id, None)
+
+    def _finish_shutdown(self) -> bool:
+        """Abort what is left once the grace period is over; True when the loop may stop."""
+        assert self._shutdown is not None
+        if self._streams and time.monotonic() >= self._shutdown.deadline:
+            for request_id in list(self._streams):
+                self._abort(request_id)
+        return not self.engine.has_unfinished_requests()
+
+    def _dispatch(self, outputs: list[RequestOutput]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[RequestStream, Any]]] = {}
+        totals = self._totals
+        for out in outputs:
+            if out.finished:
+                stream = self._streams.pop(out.request_id, None)
+                totals.finished[out.finish_reason] += 1
+                totals.prompt_tokens += out.usage.prompt_tokens
+                totals.cached_prompt_tokens += out.usage.cached_prompt_tokens
+                totals.completion_tokens += out.usage.completion_tokens
+            else:
+                stream = self._streams.get(out.request_id)
+            if stream is not None:
+                by_loop.setdefault(stream._loop, []).append((stream, out))
+        for loop, items in by_loop.items():
+            if not _post(loop, _deliver, items):
+                for stream, _ in items:  # nobody can read these any more
+                    if stream.request_id in self._streams:
+                        self._abort(stream.request_id)
+
+    def _die(self, exc: BaseException) -> None:
+        self._error = exc
+        error = EngineDeadError(f"the engine crashed: {type(exc).__name__}: {exc}")
+        error.__cause__ = exc
+        self._close(_DEAD, error)
+
+    def _close(self, state: str, error: BaseException) -> None:
+        """Fail every stream still open and every command still queued; no submit gets in."""
+        with self._lock:
+            self._state = state
+            pending = []
+            while True:
+                try:
+                    pending.append(self._commands.get_nowait())
+                except queue.Empty:
+                    break
+        for cmd in pending:
+            if isinstance(cmd, _Add):
+                _post(cmd.stream._loop, _set_exception, cmd.accepted, error)
+            elif isinstance(cmd, _Abort) and cmd.done is not None:
+                _post(cmd.done.get_loop(), _set_result, cmd.done, None)
+        streams, self._streams = self._streams, {}
+        for stream in streams.values():
+            own = type(error)(*error.args)  # one instance per waiter: tracebacks stay apart
+            own.__cause__ = error.__cause__
+            _post(stream._loop, _deliver, [(stream, own)])
+
+
+def _accepts_keyword(fn: Any, name: str) -> bool:
+    params = inspect.signature(fn).parameters
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _post(loop: asyncio.AbstractEventLoop, fn: Any, *args: Any) -> bool:
+    """Run fn(*args) on `loop` soon; False if that loop is closed."""
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:
+        return False
+    return True
+
+
+def _deliver(items: list[tuple[RequestStream, Any]]) -> None:
+    for stream, item in items:
+        stream._queue.put_nowait(item)
+
+
+def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
