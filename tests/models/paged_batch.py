@@ -1,0 +1,83 @@
+"""A hand-rolled paged KV pool and ForwardBatch builder for model tests (the real scheduler and
+page allocator live in vibekit/runtime and vibekit/kvcache)."""
+
+from __future__ import annotations
+
+import torch
+
+from vibekit.models import KVCacheSpec
+from vibekit.runtime.forward_batch import ForwardBatch
+
+
+class PagedKV:
+    """Per-layer K/V pools plus, per sequence, its pages (handed out in a shuffled order so the
+    page table really indirects) and its KV length."""
+
+    def __init__(self, spec: KVCacheSpec, dtype: torch.dtype, num_pages: int = 64,
+                 page_size: int = 4, seed: int = 0) -> None:
+        shape = (num_pages, page_size, spec.num_kv_heads, spec.head_dim)
+        self.kv_caches = [(torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype))
+                          for _ in range(spec.num_layers)]
+        self.page_size = page_size
+        gen = torch.Generator().manual_seed(seed)
+        self.free_pages = torch.randperm(num_pages, generator=gen).tolist()
+        self.pages: dict[int, list[int]] = {}
+        self.kv_len: dict[int, int] = {}
+
+    def batch(self, new_tokens: dict[int, list[int]], sample: str = "all") -> ForwardBatch:
+        """Append `new_tokens[seq_id]` to each sequence; sample "all" rows or each seq's "last"."""
+        ids, positions, slots, kv_lens, tables, qo_indptr, sample_rows = [], [], [], [], [], [0], []
+        for seq_id, tokens in new_tokens.items():
+            start = self.kv_len.get(seq_id, 0)
+            end = start + len(tokens)
+            pages = self.pages.setdefault(seq_id, [])
+            while len(pages) * self.page_size < end:
+                pages.append(self.free_pages.pop())
+            for pos in range(start, end):
+                slots.append(pages[pos // self.page_size] * self.page_size + pos % self.page_size)
+            ids += tokens
+            positions += range(start, end)
+            self.kv_len[seq_id] = end
+            kv_lens.append(end)
+            tables.append(pages)
+            rows = range(qo_indptr[-1], qo_indptr[-1] + len(tokens))
+            sample_rows += rows if sample == "all" else rows[-1:]
+            qo_indptr.append(qo_indptr[-1] + len(tokens))
+        width = max(len(t) for t in tables)
+        page_table = [t + [0] * (width - len(t)) for t in tables]
+        return ForwardBatch(
+            input_ids=torch.tensor(ids, dtype=torch.int64),
+            positions=torch.tensor(positions, dtype=torch.int64),
+            qo_indptr=torch.tensor(qo_indptr, dtype=torch.int32),
+            kv_lens=torch.tensor(kv_lens, dtype=torch.int32),
+            page_table=torch.tensor(page_table, dtype=torch.int32),
+            slot_mapping=torch.tensor(slots, dtype=torch.int64),
+            sample_indices=torch.tensor(sample_rows, dtype=torch.int64),
+            kv_caches=self.kv_caches,
+            max_q_len=max(len(t) for t in new_tokens.values()),
+            max_kv_len=max(kv_lens),
+        )
+
+
+def greedy_generate(model, prompts: list[list[int]], max_tokens: int,
+                    dtype: torch.dtype = torch.float32) -> list[list[int]]:
+    """Greedy decoding of several prompts at once: one ragged prefill, then batched decodes."""
+    kv = PagedKV(model.kv_cache_spec(), dtype, num_pages=sum(
+        -(-(len(p) + max_tokens) // 16) for p in prompts), page_size=16)
+    outputs: list[list[int]] = [[] for _ in prompts]
+    step = dict(enumerate(prompts))
+    # NOTE: one thread: tiny decode matmuls gain nothing from more, and on the shared 2-core
+    # machine oversubscribed threads make this loop 100x slower.
+    num_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            for _ in range(max_tokens):
+                batch = kv.batch(step, sample="last")
+                next_ids = model(batch.input_ids, batch).argmax(-1).tolist()
+                for seq_id, token in enumerate(next_ids):
+                    outputs[seq_id].append(token)
+                step = {seq_id: [token] for seq_id, token in enumerate(next_ids)}
+    finally:
+        torch.set_num_threads(num_threads)
+    return outputs

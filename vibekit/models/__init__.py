@@ -1,0 +1,13 @@
+"""Model files on vibekit ops and the paged KV cache, HF checkpoint loading, and dummy models."""
+
+from vibekit.models.base import CausalLM, KVCacheSpec
+from vibekit.models.dummy import DUMMY_PRESETS, dummy_weights, save_dummy_checkpoint
+from vibekit.models.llama import LlamaForCausalLM
+from vibekit.models.loader import load_model
+from vibekit.models.registry import MODEL_CLASSES, build_model
+from vibekit.models.tokenizer import byte_level_tokenizer
+
+__all__ = [
+    "DUMMY_PRESETS", "MODEL_CLASSES", "CausalLM", "KVCacheSpec", "LlamaForCausalLM",
+    "build_model", "byte_level_tokenizer", "dummy_weights", "load_model", "save_dummy_checkpoint",
+]
