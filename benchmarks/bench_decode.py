@@ -17,28 +17,12 @@ import tempfile
 import time
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from vibekit import Engine, SamplingParams
+from vibekit.models.dummy import save_dummy_checkpoint
 
-SMOLLM = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-              num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
-              tie_word_embeddings=True, max_position_embeddings=2048, rope_theta=10000.0)
-TINY = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
-            num_key_value_heads=2, vocab_size=1024, tie_word_embeddings=False,
-            max_position_embeddings=1024)
-
-
-def make_checkpoint(shape: dict, path: str, seed: int = 0) -> LlamaForCausalLM:
-    """Random-weight HF checkpoint; embeddings scaled up so greedy output is not degenerate."""
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(LlamaConfig(**shape, bos_token_id=None, eos_token_id=None))
-    with torch.no_grad():
-        model.model.embed_tokens.weight.normal_(0.0, 1.0)
-        if not shape["tie_word_embeddings"]:
-            model.lm_head.weight.normal_(0.0, shape["hidden_size"] ** -0.5)
-    model.save_pretrained(path)
-    return model
+PRESETS = {"full": "smollm-135m", "quick": "tiny-llama"}
 
 
 def measure_bandwidth(nbytes: int = 1 << 30) -> float:
@@ -94,16 +78,19 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
-    shape = TINY if args.quick else SMOLLM
+    preset = PRESETS["quick" if args.quick else "full"]
     out_len = 8 if args.quick else args.out_len
     repeats = 1 if args.quick else args.repeats
     torch.manual_seed(0)
-    print(f"threads={torch.get_num_threads()} shape={json.dumps(shape)} out_len={out_len}")
+    print(f"threads={torch.get_num_threads()} model=dummy:{preset} (random weights, saved as an "
+          f"HF checkpoint for both engines) out_len={out_len}")
     bw = measure_bandwidth(1 << 26 if args.quick else 1 << 30)
     print(f"measured read bandwidth: {bw / 1e9:.1f} GB/s")
     results = []
     with tempfile.TemporaryDirectory() as path:
-        hf_fp32 = make_checkpoint(shape, path)
+        save_dummy_checkpoint(preset, path)
+        hf_fp32 = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32)
+        vocab = hf_fp32.config.vocab_size
         for dtype_name in args.dtypes.split(","):
             dtype = getattr(torch, dtype_name)
             hf = hf_fp32.to(dtype).eval()
@@ -114,7 +101,7 @@ def main() -> None:
             weight_bytes = sum(p.numel() * p.element_size() for p in hf.parameters())
             roofline = bw / weight_bytes
             for batch in (int(b) for b in args.batches.split(",")):
-                prompts, lens = prompts_for(batch, shape["vocab_size"], 0, batch > 1, out_len)
+                prompts, lens = prompts_for(batch, vocab, 0, batch > 1, out_len)
                 run_vibekit(engine, prompts, [2] * batch)  # warm up
                 run_hf(hf, prompts, [2] * batch)
                 vk = [run_vibekit(engine, prompts, lens) for _ in range(repeats)]

@@ -90,11 +90,11 @@ def test_stream_deltas_add_up_to_the_final_output(llama_ckpt):
 
 def test_stop_strings_cut_the_text_and_streaming_never_shows_them():
     engine = Engine.from_pretrained("dummy:tiny-llama")
-    full = engine.generate(["hello world"], _greedy(40, ignore_eos=True))[0]
+    full = engine.generate(["hello world"], _greedy(100, ignore_eos=True))[0]
     assert len(full.text) > 12, "the byte tokenizer should decode the dummy output to text"
-    stop = full.text[8:11]
+    stop = full.text[8:10]
     cut = full.text.index(stop)
-    params = _greedy(40, ignore_eos=True, stop=[stop])
+    params = _greedy(100, ignore_eos=True, stop=[stop])
     out = engine.generate(["hello world"], params)[0]
     assert out.finish_reason == "stop" and out.text == full.text[:cut]
     streamed = "".join(o.delta_text for o in engine.stream("hello world", params))

@@ -45,7 +45,8 @@ edits = st.lists(st.tuples(st.sampled_from(["replace", "insert", "delete"]),
                            st.integers(0, 200), st.integers(0, 511)), max_size=6)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=edits, cut=st.integers(0, 120), max_tokens=st.integers(1, 80))
 def test_any_prediction_gives_the_plain_greedy_tokens(engine, reference, ops, cut, max_tokens):
     pred = _edit(reference, ops)[:cut]
@@ -110,7 +111,7 @@ def test_mixed_batch_with_and_without_predictions(engine, reference):
 def test_thousands_of_rejected_drafts_leak_no_pages(engine):
     rng = random.Random(1)
     params = SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True)
-    prompts = [[rng.randrange(500) for _ in range(rng.randint(1, 20))] for _ in range(40)]
+    prompts = [[rng.randrange(500) for _ in range(rng.randint(1, 20))] for _ in range(64)]
     plain = [o.token_ids for o in engine.generate(prompts, params)]
     # Every fifth token wrong: drafts keep re-anchoring and keep being cut short.
     preds = [[rng.randrange(500) if i % 5 == 4 else t for i, t in enumerate(ids)]
