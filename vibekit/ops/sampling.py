@@ -1,0 +1,77 @@
+"""Sampling from logits: greedy, temperature, top-k, top-p, with a generator per row."""
+
+from __future__ import annotations
+
+import torch
+
+
+def apply_top_k_top_p(
+    logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor
+) -> torch.Tensor:
+    """Mask logits [S, V] outside each row's top-k (k <= 0: off) and top-p nucleus (p >= 1: off).
+
+    The nucleus is the smallest set of most likely tokens whose probability reaches top_p; the
+    most likely token is always kept.
+    """
+    vocab = logits.shape[-1]
+    sorted_logits, sorted_idx = logits.sort(dim=-1, descending=True)
+    k = torch.where(top_k <= 0, vocab, top_k.clamp(max=vocab)).to(logits.device)
+    ranks = torch.arange(vocab, device=logits.device).unsqueeze(0)
+    remove = ranks >= k.unsqueeze(1)
+    probs = sorted_logits.masked_fill(remove, float("-inf")).softmax(dim=-1)
+    cum_before = probs.cumsum(dim=-1) - probs  # mass of strictly more likely tokens
+    remove |= cum_before >= top_p.to(logits.device).unsqueeze(1)
+    remove[:, 0] = False
+    sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(1, sorted_idx, sorted_logits)
+
+
+def sampling_probs(
+    logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor
+) -> torch.Tensor:
+    """The distribution that `sample_ref` draws from: softmax of the tempered, top-k / top-p
+    masked logits.
+
+    Rows with temperature 0 get a one-hot at the argmax. logits [S, V] -> probs [S, V] float32.
+    """
+    logits = logits.float()
+    greedy = temperature <= 0
+    t = torch.where(greedy, torch.ones_like(temperature), temperature).to(logits.device)
+    probs = apply_top_k_top_p(logits / t.unsqueeze(1), top_k, top_p).softmax(dim=-1)
+    if bool(greedy.any()):
+        one_hot = torch.zeros_like(probs)
+        one_hot.scatter_(1, logits.argmax(dim=-1, keepdim=True), 1.0)
+        probs = torch.where(greedy.to(logits.device).unsqueeze(1), one_hot, probs)
+    return probs
+
+
+def sample_ref(
+    logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
+    generators: list[torch.Generator | None],
+) -> torch.Tensor:
+    """Reference implementation of sampling.
+
+    logits: [S, V]; temperature: [S] float (0 = greedy); top_k: [S] int (<= 0 = off);
+    top_p: [S] float (1 = off); generators: S generators (None: torch's default generator).
+    Each row draws with the exponential race argmax(p / E), E ~ Exp(1) from its own generator, so
+    a seeded request samples the same tokens whatever else is in the batch. Returns [S] int64.
+    """
+    greedy = temperature <= 0
+    out = logits.argmax(dim=-1)
+    if bool(greedy.all()):
+        return out
+    probs = sampling_probs(logits, temperature, top_k, top_p)
+    for i in torch.nonzero(~greedy).flatten().tolist():
+        e = torch.empty(probs.shape[1], device=probs.device).exponential_(generator=generators[i])
+        out[i] = (probs[i] / e).argmax()
+    return out
+
+
+def sample(
+    logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
+    generators: list[torch.Generator | None], backend: str = "auto",
+) -> torch.Tensor:
+    """Sample one token per row of logits [S, V]; see `sample_ref`. Backends: auto, ref."""
+    if backend not in ("auto", "ref", "torch", "triton"):
+        raise ValueError(f"unknown backend {backend!r} for sample")
+    return sample_ref(logits, temperature, top_k, top_p, generators)
