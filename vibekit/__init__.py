@@ -6,7 +6,17 @@
 """
 
 from vibekit.errors import InvalidRequestError
-from vibekit.runtime import Engine, RequestOutput, SamplingParams, Usage
+from vibekit.runtime import (
+    AsyncEngine,
+    Engine,
+    EngineClosedError,
+    EngineDeadError,
+    RequestOutput,
+    RequestStream,
+    SamplingParams,
+    Usage,
+)
 
 __version__ = "0.1.0"
-__all__ = ["Engine", "InvalidRequestError", "RequestOutput", "SamplingParams", "Usage"]
+__all__ = ["AsyncEngine", "Engine", "EngineClosedError", "EngineDeadError", "InvalidRequestError",
+           "RequestOutput", "RequestStream", "SamplingParams", "Usage"]

@@ -1,4 +1,5 @@
-"""`vibekit` command line: `vibekit generate` (a batch generation demo)."""
+"""`vibekit` command line: `vibekit generate` (a batch generation demo) and `vibekit serve`
+(an OpenAI-compatible HTTP server)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,27 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from vibekit.serve import run_server
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    options = {name: getattr(args, name) for name in
+               ("max_model_len", "page_size", "num_pages", "max_num_seqs",
+                "max_num_batched_tokens", "seed") if getattr(args, name) is not None}
+    if args.no_prefix_caching:
+        options["enable_prefix_caching"] = False
+    try:
+        run_server(args.model, host=args.host, port=args.port,
+                   served_model_name=args.served_model_name, dtype=args.dtype,
+                   device=args.device, shutdown_timeout=args.shutdown_timeout,
+                   log_level=args.log_level, **options)
+    except KeyboardInterrupt:  # uvicorn re-raises SIGINT after its graceful shutdown
+        pass
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vibekit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +86,26 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--dtype", default="float32")
     gen.add_argument("--device", default="cpu")
     gen.set_defaults(func=_generate)
+    srv = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API")
+    srv.add_argument("model", help="HF folder, dummy:<preset> or zoo:<name>")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--served-model-name", default=None,
+                     help="the `model` name clients use (default: MODEL as given)")
+    srv.add_argument("--dtype", default="float32")
+    srv.add_argument("--device", default="cpu")
+    srv.add_argument("--max-model-len", type=int, default=None)
+    srv.add_argument("--page-size", type=int, default=None, help="tokens per KV page")
+    srv.add_argument("--num-pages", type=int, default=None, help="KV pages in the pool")
+    srv.add_argument("--max-num-seqs", type=int, default=None)
+    srv.add_argument("--max-num-batched-tokens", type=int, default=None)
+    srv.add_argument("--no-prefix-caching", action="store_true")
+    srv.add_argument("--seed", type=int, default=None, help="engine seed (dummy weights, sampling)")
+    srv.add_argument("--shutdown-timeout", type=float, default=30.0,
+                     help="seconds in-flight requests may run on after SIGINT/SIGTERM")
+    srv.add_argument("--log-level", default="info",
+                     choices=["critical", "error", "warning", "info", "debug"])
+    srv.set_defaults(func=_serve)
     args = parser.parse_args(argv)
     return args.func(args)
 

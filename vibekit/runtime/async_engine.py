@@ -9,6 +9,7 @@ them between steps and hands each step's outputs to per-request asyncio queues w
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import itertools
 import queue
@@ -41,28 +42,57 @@ class RequestStream:
     delta_text); iteration ends after the output with finish_reason set. Raises EngineDeadError
     if the engine crashes meanwhile. `cancel()` aborts the request if it is still running; it is
     thread-safe and does not block, so it is safe in `finally` blocks of cancelled tasks.
+
+    coalesce: a consumer slower than the engine gets the outputs that queued up meanwhile as
+    one (the latest output, with the deltas of all of them), so it never falls behind by more
+    than one read.
     """
 
-    def __init__(self, owner: AsyncEngine, request_id: str, loop: asyncio.AbstractEventLoop):
+    def __init__(self, owner: AsyncEngine, request_id: str, loop: asyncio.AbstractEventLoop,
+                 coalesce: bool = False) -> None:
         self.request_id = request_id
         self.finished = False
+        self.coalesce = coalesce
         self._owner = owner
         self._loop = loop
         self._queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
+        self._error: BaseException | None = None  # read after the outputs queued before it
 
     def __aiter__(self) -> RequestStream:
         return self
 
     async def __anext__(self) -> RequestOutput:
+        if self._error is not None:
+            self.finished = True
+            error, self._error = self._error, None
+            raise error
         if self.finished:
             raise StopAsyncIteration
         item = await self._queue.get()
         if isinstance(item, BaseException):
             self.finished = True
             raise item
+        if self.coalesce:
+            item = self._take_queued(item)
         if item.finished:
             self.finished = True
         return item
+
+    def _take_queued(self, out: RequestOutput) -> RequestOutput:
+        """`out` merged with the outputs queued behind it (stops at the final one)."""
+        delta_ids, delta_text = out.delta_token_ids, out.delta_text
+        merged = out
+        while not merged.finished and not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, BaseException):
+                self._error = item  # raised on the next read, after these outputs
+                break
+            delta_ids = delta_ids + item.delta_token_ids
+            delta_text += item.delta_text
+            merged = item
+        if merged is out:
+            return out
+        return dataclasses.replace(merged, delta_token_ids=delta_ids, delta_text=delta_text)
 
     def cancel(self) -> None:
         """Abort the request unless it has finished (no-op otherwise)."""
@@ -115,7 +145,8 @@ class AsyncEngine:
             print(out.delta_text, end="")
         engine.shutdown()
 
-    The engine thread starts on construction (or lazily with `start()` if `start=False`).
+    The engine thread starts on construction, or with `start=False` on `start()` or the first
+    request.
     Validation errors (InvalidRequestError) are raised by `add_request` / the first step of
     `generate`, before any output; if the engine crashes, every in-flight request raises
     EngineDeadError instead of hanging.
@@ -144,8 +175,10 @@ class AsyncEngine:
     # -- caller side (any thread / event loop) ------------------------------------------------
 
     def start(self) -> None:
-        if not self._thread.is_alive() and self._thread.ident is None:
-            self._thread.start()
+        """Start the engine thread (no-op if started; the first request also starts it)."""
+        with self._lock:
+            if self._thread.ident is None and self._state == _RUNNING:
+                self._thread.start()
 
     @property
     def is_running(self) -> bool:
@@ -158,8 +191,10 @@ class AsyncEngine:
         return self._error
 
     async def add_request(self, prompt: str | Sequence[int], params: SamplingParams | None = None,
-                          request_id: str | None = None, prediction: Any = None) -> RequestStream:
-        """Queue a request and wait until the engine accepted it; returns its output stream.
+                          request_id: str | None = None, prediction: Any = None,
+                          coalesce: bool = False) -> RequestStream:
+        """Queue a request and wait until the engine accepted it; returns its output stream
+        (see RequestStream for `coalesce`).
 
         Raises InvalidRequestError (bad prompt or params), EngineClosedError or EngineDeadError.
         """
@@ -172,7 +207,7 @@ class AsyncEngine:
         if request_id is None:
             request_id = f"{self._id_prefix}-{next(self._ids)}"
         loop = asyncio.get_running_loop()
-        stream = RequestStream(self, request_id, loop)
+        stream = RequestStream(self, request_id, loop, coalesce)
         accepted: asyncio.Future[None] = loop.create_future()
         self._submit(_Add(prompt, params, request_id, kwargs, stream, accepted))
         try:
@@ -184,14 +219,14 @@ class AsyncEngine:
         return stream
 
     async def generate(self, prompt: str | Sequence[int], params: SamplingParams | None = None,
-                       request_id: str | None = None,
-                       prediction: Any = None) -> AsyncIterator[RequestOutput]:
+                       request_id: str | None = None, prediction: Any = None,
+                       coalesce: bool = False) -> AsyncIterator[RequestOutput]:
         """Stream one request's outputs (cumulative, with deltas); the last has finish_reason.
 
         If the consumer stops early (break, cancellation, aclose), the request is aborted and
         its KV pages are freed.
         """
-        stream = await self.add_request(prompt, params, request_id, prediction)
+        stream = await self.add_request(prompt, params, request_id, prediction, coalesce)
         try:
             async for out in stream:
                 yield out
@@ -244,6 +279,8 @@ class AsyncEngine:
             if self._state == _STOPPED or (self._state == _CLOSING and not allow_closing):
                 raise EngineClosedError("the engine is shutting down; no new requests")
             self._commands.put(cmd)
+            if self._thread.ident is None:
+                self._thread.start()  # the first request starts a lazily built engine
 
     def _submit_abort(self, request_id: str) -> None:
         try:
@@ -262,9 +299,9 @@ class AsyncEngine:
                     self._execute(cmd)
                 if self._shutdown is not None and self._finish_shutdown():
                     break
-                if engine.has_unfinished_requests():
-                    self._dispatch(engine.step())
-                self._stats = dict(engine.stats())
+                outputs = engine.step() if engine.has_unfinished_requests() else []
+                self._stats = dict(engine.stats())  # before dispatch: readers see this step
+                self._dispatch(outputs)
         except BaseException as exc:  # noqa: BLE001 - any crash must fail the waiters
             self._die(exc)
             return

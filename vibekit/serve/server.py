@@ -1,0 +1,42 @@
+"""run_server: load an Engine, wrap it in an AsyncEngine and serve it with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+logger = logging.getLogger("vibekit.serve")
+
+
+def run_server(model: str, host: str = "127.0.0.1", port: int = 8000,
+               served_model_name: str | None = None, dtype: str = "float32",
+               device: str = "cpu", shutdown_timeout: float = 30.0, log_level: str = "info",
+               **engine_options: Any) -> None:
+    """Serve `model` (an HF folder, "dummy:<preset>" or "zoo:<name>") until SIGINT/SIGTERM.
+
+    engine_options go to Engine.from_pretrained (max_model_len, page_size, num_pages,
+    max_num_seqs, max_num_batched_tokens, enable_prefix_caching, ...). On a signal, uvicorn
+    stops accepting connections and waits up to `shutdown_timeout` seconds for open requests,
+    then the engine aborts whatever is left and stops.
+
+    Example: `run_server("dummy:tiny-llama", port=8000, max_model_len=1024)`
+    """
+    import uvicorn
+
+    from vibekit import AsyncEngine, Engine
+    from vibekit.serve.app import create_app
+
+    engine = Engine.from_pretrained(model, dtype=dtype, device=device, **engine_options)
+    name = served_model_name or model
+    app = create_app(AsyncEngine(engine, start=False), name, shutdown_timeout=shutdown_timeout)
+    logger.info("serving %s as %r on http://%s:%d (max_model_len %d, %d KV pages)", model,
+                name, host, port, engine.config.max_model_len, engine.num_pages)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                            timeout_graceful_shutdown=shutdown_timeout)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            app.state.draining = True  # /health turns 503 and new requests are refused
+            super().handle_exit(sig, frame)
+
+    Server(config).run()
