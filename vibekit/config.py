@@ -123,7 +123,10 @@ class ModelConfig:
             rope["original_max_position_embeddings"] = hf.get(
                 "original_max_position_embeddings", hf.get("max_position_embeddings", 2048))
         eos = hf.get("eos_token_id")
-        eos_ids = tuple(eos) if isinstance(eos, (list, tuple)) else ((eos,) if eos is not None else ())
+        if isinstance(eos, (list, tuple)):
+            eos_ids = tuple(eos)
+        else:
+            eos_ids = (eos,) if eos is not None else ()
         sliding = hf.get("sliding_window")
         if model_type == "qwen2" or model_type == "qwen3":
             if not hf.get("use_sliding_window", False):
@@ -184,6 +187,12 @@ class CacheConfig:
     num_pages: int | None = None
     memory_budget_bytes: int | None = None
     enable_prefix_caching: bool = True
+    # Hybrid models only (recurrent-state layers, see vibekit.ssm): where prompts snapshot their
+    # state for prefix reuse ("last_page", "divergence", or "none"; comma-separated), every N
+    # pages too when snapshot_every_pages > 0, and the snapshots' memory budget (None: 512 MiB).
+    snapshot_policy: str = "last_page,divergence"
+    snapshot_every_pages: int = 0
+    snapshot_memory_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.page_size <= 0:
@@ -191,7 +200,18 @@ class CacheConfig:
         if self.num_pages is not None and self.num_pages <= 0:
             raise ValueError(f"num_pages must be positive, got {self.num_pages}")
         if self.memory_budget_bytes is not None and self.memory_budget_bytes <= 0:
-            raise ValueError(f"memory_budget_bytes must be positive, got {self.memory_budget_bytes}")
+            raise ValueError(
+                f"memory_budget_bytes must be positive, got {self.memory_budget_bytes}"
+            )
+        points = {p.strip() for p in self.snapshot_policy.split(",") if p.strip()}
+        if not points or points - {"last_page", "divergence", "none"}:
+            raise ValueError(f"snapshot_policy {self.snapshot_policy!r} must list last_page, "
+                             "divergence (comma-separated) or be 'none'")
+        if self.snapshot_every_pages < 0:
+            raise ValueError(f"snapshot_every_pages must be >= 0, got {self.snapshot_every_pages}")
+        if self.snapshot_memory_bytes is not None and self.snapshot_memory_bytes < 0:
+            raise ValueError(f"snapshot_memory_bytes must be >= 0, got "
+                             f"{self.snapshot_memory_bytes}")
 
 
 @dataclass(frozen=True)
@@ -249,13 +269,19 @@ class EngineConfig:
     use_cuda_graphs: bool = True
     cuda_graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     seed: int = 0
+    # CPU: torch intra-op threads (process-wide; None leaves torch's setting). On a shared or
+    # small machine, fewer threads than cores avoids OpenMP oversubscription stalls.
+    num_threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_model_len <= 0:
             raise ValueError(f"max_model_len must be positive, got {self.max_model_len}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
         if self.attention_backend not in ("auto", "torch", "triton", "ref"):
             raise ValueError(
-                f"attention_backend {self.attention_backend!r} is not one of auto, torch, triton, ref"
+                f"attention_backend {self.attention_backend!r} is not one of "
+                "auto, torch, triton, ref"
             )
         if self.model.sliding_window is not None and self.max_model_len > self.model.sliding_window:
             raise ValueError(

@@ -15,6 +15,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from vibekit.config import ModelConfig, resolve_dtype
 from vibekit.models.dummy import DUMMY_PRESETS, dummy_config, dummy_weights
+from vibekit.models.hybrid_config import HYBRID_ARCHITECTURES, HybridConfig
+from vibekit.models.hybrid_dummy import hybrid_dummy_config, hybrid_dummy_hf_model
 from vibekit.models.registry import build_model
 from vibekit.models.tokenizer import byte_level_tokenizer
 
@@ -31,7 +33,8 @@ def load_model(
       "path/to/hf_folder"        config.json + model.safetensors (or a sharded index, or
                                  pytorch_model.bin); tokenizer via AutoTokenizer if its files
                                  exist, else None
-      "dummy:<preset>"           random weights for a built-in config (see DUMMY_PRESETS)
+      "dummy:<preset>"           random weights for a built-in config (see DUMMY_PRESETS and,
+                                 for hybrids, HYBRID_DUMMY_PRESETS)
       "dummy:/path/config.json"  random weights for an HF config.json (or a folder holding one)
       "zoo:<name>"               a model trained in this repository (see vibekit.zoo)
     Dummy models get `seed`-determined weights that give varied greedy output, and the
@@ -45,6 +48,12 @@ def load_model(
         from vibekit import zoo
 
         text = os.fspath(zoo.path(text[len("zoo:"):]))
+    if text.startswith("dummy:") and hybrid_dummy_config(text[len("dummy:"):]) is not None:
+        hf = hybrid_dummy_hf_model(text[len("dummy:"):], seed)
+        config = HybridConfig.from_hf(hf.config.to_dict())
+        model = build_model(config, dtype, device)
+        model.load_weights(hf.state_dict().items())
+        return model, config, byte_level_tokenizer(config.vocab_size)
     if text.startswith("dummy:"):
         config = dummy_config(text[len("dummy:"):])
         model = build_model(config, dtype, device)
@@ -57,7 +66,7 @@ def load_model(
             f"'dummy:<preset>' (presets: {', '.join(sorted(DUMMY_PRESETS))}), "
             f"or 'dummy:/path/to/config.json'"
         )
-    config = ModelConfig.from_hf(json.loads((path / "config.json").read_text()))
+    config = config_from_hf(json.loads((path / "config.json").read_text()))
     files = weight_files(path)  # fail on missing weights before allocating the model
     model = build_model(config, dtype, device)
     model.load_weights(iter_weights(files))
@@ -65,6 +74,16 @@ def load_model(
     if any((path / name).is_file() for name in _TOKENIZER_FILES):
         tokenizer = AutoTokenizer.from_pretrained(path)
     return model, config, tokenizer
+
+
+def config_from_hf(hf: dict) -> ModelConfig | HybridConfig:
+    """ModelConfig for dense families, HybridConfig for hybrid ones (by model_type). A
+    multimodal Qwen3.5 config contributes its text_config."""
+    if hf.get("model_type") == "qwen3_5" and "text_config" in hf:
+        hf = {**hf["text_config"], "model_type": "qwen3_5_text"}
+    if hf.get("model_type") in HYBRID_ARCHITECTURES:
+        return HybridConfig.from_hf(hf)
+    return ModelConfig.from_hf(hf)
 
 
 def weight_files(path: str | os.PathLike) -> list[Path]:

@@ -9,13 +9,17 @@ import torch
 from torch import nn
 
 from vibekit.config import ModelConfig, resolve_dtype
+from vibekit.models.bamba import BambaForCausalLM
 from vibekit.models.llama import LlamaForCausalLM
+from vibekit.models.qwen3_5 import Qwen3_5ForCausalLM
 
 MODEL_CLASSES: MappingProxyType[str, Callable[[ModelConfig], nn.Module]] = MappingProxyType({
     "llama": LlamaForCausalLM,
     "mistral": LlamaForCausalLM,
     "qwen2": LlamaForCausalLM,
     "qwen3": LlamaForCausalLM,
+    "bamba": BambaForCausalLM,
+    "qwen3_5_text": Qwen3_5ForCausalLM,
 })
 
 
