@@ -72,3 +72,20 @@ def test_seeded_sampling_is_independent_of_batch(llama_ckpt):
     other = SamplingParams(max_tokens=16, temperature=0.8, seed=99, ignore_eos=True)
     assert Engine.from_pretrained(path).generate(prompts[:1], other)[0].token_ids != \
         alone[0].token_ids
+
+
+def test_decode_graph_buffers_pad_and_replay_exactly(llama_ckpt, plain):
+    """The CUDA-graph decode path's static buffers and padding (run eagerly here, no CUDA)."""
+    from vibekit.runtime.cuda_graph import DecodeGraphRunner
+
+    path, _ = llama_ckpt
+    prompts, expected = plain
+    engine = Engine.from_pretrained(path, page_size=4, max_model_len=128)
+    graphs = DecodeGraphRunner(engine.runner, (1, 4, 8), use_graphs=False)
+    engine.runner.graphs = graphs
+    calls = []
+    run = graphs.run
+    graphs.run = lambda batch: calls.append(batch.num_seqs) or run(batch)
+    outs = engine.generate(prompts, GREEDY)
+    assert [o.token_ids for o in outs] == expected
+    assert 6 in calls, "a batch of 6 decodes should have been padded to the size-8 buffers"

@@ -58,7 +58,9 @@ def test_invalid_requests_raise_before_any_output(async_engine):
         gen = async_engine.generate(list(range(300)), greedy(2))
         with pytest.raises(InvalidRequestError, match="max_model_len"):
             await gen.__anext__()
-        stream = await async_engine.add_request("x", greedy(2), request_id="dup")
+        # Long enough to still be running when the duplicate id arrives.
+        stream = await async_engine.add_request("x", greedy(200, ignore_eos=True),
+                                                request_id="dup")
         with pytest.raises(InvalidRequestError, match="already in use"):
             await async_engine.add_request("y", greedy(2), request_id="dup")
         return [out async for out in stream]  # the first one is unharmed

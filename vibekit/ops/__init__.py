@@ -17,9 +17,11 @@ from vibekit.ops.mamba2_scan import mamba2_scan, mamba2_scan_ref, mamba2_state_u
 from vibekit.ops.norm import rms_norm, rms_norm_ref
 from vibekit.ops.rope import apply_rope, apply_rope_ref, rope_cos_sin_cache, rope_inv_freq
 from vibekit.ops.sampling import sample, sample_ref, sampling_probs
+from vibekit.ops.token_bitmask import apply_token_bitmask, apply_token_bitmask_ref
 
 __all__ = [
-    "apply_rope", "apply_rope_ref", "causal_conv1d", "causal_conv1d_ref",
+    "apply_rope", "apply_rope_ref", "apply_token_bitmask", "apply_token_bitmask_ref",
+    "causal_conv1d", "causal_conv1d_ref",
     "causal_conv1d_update_ref", "gated_delta_rule", "gated_delta_rule_ref",
     "gated_delta_update_ref", "kv_append", "mamba2_scan", "mamba2_scan_ref",
     "mamba2_state_update_ref", "kv_append_ref", "paged_attention",

@@ -21,16 +21,23 @@ class DecodeGraphRunner:
     sequence's own kv_len read from memory, so one graph serves every sequence length.
     """
 
-    def __init__(self, runner: ModelRunner, batch_sizes: tuple[int, ...]) -> None:
+    def __init__(self, runner: ModelRunner, batch_sizes: tuple[int, ...],
+                 use_graphs: bool = True) -> None:
+        """use_graphs=False replays by running the model eagerly on the static buffers (with the
+        runner's own attention backend): the padding and buffer logic, testable without CUDA."""
         self.runner = runner
-        self.enabled = _graph_safe_backend(runner.attention_backend)
+        self.use_graphs = use_graphs
+        self.backend = "triton" if use_graphs else runner.attention_backend
+        self.enabled = _graph_safe_backend(runner.attention_backend) or not use_graphs
         self.batch_sizes = sorted(set(batch_sizes))
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}
         if self.enabled:
-            self._capture()
+            self._allocate()
+            if use_graphs:
+                self._capture()
 
-    def _capture(self) -> None:
+    def _allocate(self) -> None:
         dev = self.runner.device
         max_bs = self.batch_sizes[-1]
         max_pages = self.runner.max_pages_per_seq
@@ -41,6 +48,8 @@ class DecodeGraphRunner:
         self.page_table = torch.zeros(max_bs, max_pages, dtype=torch.int32, device=dev)
         self.slot_mapping = torch.full((max_bs,), -1, dtype=torch.int64, device=dev)
         self.sample_indices = torch.arange(max_bs, dtype=torch.int64, device=dev)
+
+    def _capture(self) -> None:
         pool = None
         model = self.runner.model
         for bs in reversed(self.batch_sizes):
@@ -62,7 +71,7 @@ class DecodeGraphRunner:
             page_table=self.page_table[:bs], slot_mapping=self.slot_mapping[:bs],
             sample_indices=self.sample_indices[:bs], kv_caches=self.runner.kv_caches,
             max_q_len=1, max_kv_len=self.runner.config.max_model_len,
-            attention_backend="triton",
+            attention_backend=self.backend,
         )
 
     def can_run(self, batch: ForwardBatch) -> bool:
@@ -89,6 +98,9 @@ class DecodeGraphRunner:
             self.kv_lens[n:bs].fill_(1)
             self.page_table[n:bs].zero_()
             self.slot_mapping[n:bs].fill_(-1)
+        if not self.use_graphs:
+            batch = self._static_batch(bs)
+            return self.runner.model(batch.input_ids, batch)[:n]
         self.graphs[bs].replay()
         return self.outputs[bs][:n]
 

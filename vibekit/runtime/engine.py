@@ -21,6 +21,7 @@ from vibekit.config import (
     resolve_dtype,
 )
 from vibekit.errors import InvalidRequestError
+from vibekit.grammar import GrammarBackend
 from vibekit.kvcache import KVCacheManager
 from vibekit.runtime.detokenizer import IncrementalDetokenizer, find_stop
 from vibekit.runtime.model_runner import ModelRunner, kv_bytes_per_page
@@ -29,11 +30,13 @@ from vibekit.runtime.request import Request
 from vibekit.runtime.sampling_params import SamplingParams
 from vibekit.runtime.scheduler import ScheduledBatch, Scheduler
 from vibekit.spec import PredictionDrafter
+from vibekit.ssm import make_state_manager, state_pool_bytes
 
-_CACHE_OPTIONS = {"page_size", "num_pages", "memory_budget_bytes", "enable_prefix_caching"}
+_CACHE_OPTIONS = {"page_size", "num_pages", "memory_budget_bytes", "enable_prefix_caching",
+                  "snapshot_policy", "snapshot_every_pages", "snapshot_memory_bytes"}
 _SCHEDULER_OPTIONS = {"max_num_batched_tokens", "max_num_seqs", "enable_chunked_prefill"}
 _ENGINE_OPTIONS = {"max_model_len", "attention_backend", "use_cuda_graphs",
-                   "cuda_graph_batch_sizes", "seed"}
+                   "cuda_graph_batch_sizes", "seed", "num_threads"}
 _SPEC_OPTIONS = {"num_draft_tokens", "adaptive_draft", "max_draft_tokens"}
 _DEFAULT_CPU_KV_BUDGET = 2 << 30
 
@@ -50,6 +53,8 @@ class Engine:
     def __init__(self, model: torch.nn.Module, config: EngineConfig, tokenizer: Any = None,
                  eos_token_ids: Sequence[int] = ()) -> None:
         self.config = config
+        if config.num_threads is not None:
+            torch.set_num_threads(config.num_threads)
         self.model_config: ModelConfig = config.model
         self.tokenizer = tokenizer
         self.model = model
@@ -64,10 +69,17 @@ class Engine:
                                  config.cache.enable_prefix_caching)
         self.scheduler = Scheduler(config.scheduler, self.kv, config.max_model_len)
         self.runner = ModelRunner(model, config, self.num_pages)
+        self.state = make_state_manager(model, config, self.kv)  # hybrid models, else None
+        if self.state is not None:
+            self.scheduler.state = self.state
+            self.runner.attach_state(self.state)
         eos = set(eos_token_ids) | set(config.model.eos_token_ids)
         if tokenizer is not None and getattr(tokenizer, "eos_token_id", None) is not None:
             eos.add(tokenizer.eos_token_id)
         self.eos_token_ids = frozenset(eos)
+        # Structured output: compiles nothing (nor imports xgrammar) until a request asks.
+        self.grammars = GrammarBackend(tokenizer, config.model.vocab_size,
+                                       sorted(self.eos_token_ids))
         self.spec_options = dict(num_draft_tokens=config.spec.num_draft_tokens,
                                  adaptive=config.spec.adaptive_draft,
                                  max_draft_tokens=config.spec.max_draft_tokens)
@@ -89,8 +101,8 @@ class Engine:
         Options: max_model_len, page_size, num_pages, memory_budget_bytes (KV cache),
         enable_prefix_caching, max_num_batched_tokens, max_num_seqs, enable_chunked_prefill,
         attention_backend ("auto", "torch", "triton", "ref"), use_cuda_graphs,
-        cuda_graph_batch_sizes, seed; predicted outputs: num_draft_tokens, adaptive_draft,
-        max_draft_tokens.
+        cuda_graph_batch_sizes, seed, num_threads (CPU, process-wide); predicted outputs:
+        num_draft_tokens, adaptive_draft, max_draft_tokens.
         """
         from vibekit.models import load_model
 
@@ -128,7 +140,16 @@ class Engine:
         if config.cache.num_pages is not None:
             num_pages = config.cache.num_pages
         elif config.cache.memory_budget_bytes is not None:
-            num_pages = config.cache.memory_budget_bytes // per_page
+            reserved = state_pool_bytes(model, config)  # hybrid: recurrent-state slots first
+            num_pages = (config.cache.memory_budget_bytes - reserved) // per_page
+            if reserved and num_pages < pages_per_seq:
+                raise ValueError(
+                    f"memory_budget_bytes ({config.cache.memory_budget_bytes}) cannot hold one "
+                    f"request: the recurrent state of max_num_seqs="
+                    f"{config.scheduler.max_num_seqs} sequences takes {reserved} bytes and a "
+                    f"max_model_len sequence needs {pages_per_seq} KV pages of {per_page} bytes; "
+                    "raise memory_budget_bytes or lower max_num_seqs / max_model_len"
+                )
         elif config.device.startswith("cuda"):
             free, _ = torch.cuda.mem_get_info(torch.device(config.device))
             num_pages = int(free * 0.6) // per_page
@@ -168,6 +189,8 @@ class Engine:
         prediction: the expected output (text or token ids), e.g. the file being edited. It is
         verified in blocks against the model and never changes the output, only the speed;
         usage reports accepted_prediction_tokens / rejected_prediction_tokens.
+        params.response_format: structured output (shapes: vibekit.grammar.parse_response_format);
+        the grammar is compiled here, so a bad schema, regex or grammar raises right away.
         """
         params = params if params is not None else SamplingParams()
         if not isinstance(params, SamplingParams):
@@ -191,10 +214,7 @@ class Engine:
             raise InvalidRequestError(f"stop_token_ids must be < vocab_size {vocab}")
         if params.stop_strings and self.tokenizer is None:
             raise InvalidRequestError("stop strings need a tokenizer; this model has none")
-        if params.response_format is not None:
-            raise InvalidRequestError(
-                "response_format (structured output) is not supported by this engine yet"
-            )
+        grammar = self.grammars.request_grammar(params.response_format)  # None: plain text
         total = min(len(ids) + params.max_tokens, max_len)
         pages = -(-total // self.config.cache.page_size)
         if pages > self.num_pages:
@@ -218,6 +238,7 @@ class Engine:
         req.stop_ids = frozenset(params.stop_token_ids or ())
         if prediction_ids:
             req.drafter = PredictionDrafter(prediction_ids, **self.spec_options)
+        req.grammar = grammar
         if self.tokenizer is not None:
             req.detokenizer = IncrementalDetokenizer(self.tokenizer, ids)
         self.requests[request_id] = req
@@ -276,6 +297,8 @@ class Engine:
         sched = self.scheduler.schedule()
         if not sched.requests:
             return []
+        if self.state is not None:
+            self.state.before_forward(sched)  # snapshot states that verify a draft block
         emitted = self.runner.execute(sched)
         self.num_steps += 1
         return self._commit(sched, emitted)
@@ -290,9 +313,15 @@ class Engine:
                 tokens = next(it)
                 num_accepted = len(tokens) - 1
                 num_rejected = len(draft) - num_accepted
-                if num_rejected:
-                    self.kv.trim(req.page_table, num_rejected)  # KV of rejected draft positions
-                req.num_computed_tokens += n - num_rejected
+                num_dropped = num_rejected
+                if num_rejected and self.state is not None:
+                    # Recurrent state cannot be trimmed: back to the block start; the accepted
+                    # tokens are recomputed next step.
+                    self.state.rollback(req)
+                    num_dropped = n
+                if num_dropped:
+                    self.kv.trim(req.page_table, num_dropped)  # KV of rejected draft positions
+                req.num_computed_tokens += n - num_dropped
                 if req.drafter is not None:
                     req.drafter.update(draft, num_accepted, tokens)
                     req.num_accepted_prediction_tokens += num_accepted
@@ -307,6 +336,8 @@ class Engine:
             self.kv.commit(req.page_table, req.token_ids,
                            min(req.num_computed_tokens, len(req.token_ids)),
                            req.extra.get("cache_key"))
+            if self.state is not None:
+                self.state.after_commit(req)  # snapshot at planned page boundaries
             if reason is not None:
                 self.scheduler.finish(req, reason)
             if samples:
@@ -323,6 +354,8 @@ class Engine:
         reason = None
         if (token in self.eos_token_ids and not params.ignore_eos) or token in req.stop_ids:
             reason = "stop"
+        elif req.grammar is not None and req.grammar.advance(token):
+            reason = "stop"  # the grammar accepted its stop token (ends even with ignore_eos)
         if req.detokenizer is not None:
             start = len(req.text)
             req.text += req.detokenizer.step(req.token_ids)
@@ -412,7 +445,7 @@ class Engine:
 
     def stats(self) -> dict[str, float]:
         """Queue depth, KV usage and prefix-cache hit rate, for logs and /metrics."""
-        return {
+        stats = {
             "num_running": self.scheduler.num_running,
             "num_waiting": self.scheduler.num_waiting,
             "kv_usage": self.kv.usage(),
@@ -422,6 +455,9 @@ class Engine:
             "num_generated_tokens": self.num_generated_tokens,
             "num_steps": self.num_steps,
         }
+        if self.state is not None:
+            stats.update(self.state.stats())  # hybrid prefix cache: hits, snapshot memory
+        return stats
 
 
 def _generation_eos_ids(source: str | os.PathLike) -> list[int]:

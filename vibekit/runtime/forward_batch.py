@@ -26,6 +26,8 @@ class ForwardBatch:
       slot_mapping   [T]    int64   flat KV slot (page_id * page_size + offset) for each new token
       sample_indices [S]    int64   rows of the flattened batch whose logits are returned
     kv_caches: per layer (k_cache, v_cache), each [num_pages, page_size, num_kv_heads, head_dim].
+    Hybrid models (vibekit.ssm) also read, per recurrent layer, state_caches[i] = (conv_state,
+    ssm_state), each [num_slots, ...], and state_slots [B] int64, the state slot of each sequence.
     """
 
     input_ids: torch.Tensor
@@ -39,6 +41,8 @@ class ForwardBatch:
     max_q_len: int
     max_kv_len: int
     attention_backend: str = "auto"
+    state_slots: torch.Tensor | None = None
+    state_caches: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     @property
     def num_seqs(self) -> int:

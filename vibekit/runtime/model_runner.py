@@ -6,11 +6,13 @@ from __future__ import annotations
 import torch
 
 from vibekit.config import EngineConfig
+from vibekit.grammar.masker import GrammarMasker
 from vibekit.ops import sample
 from vibekit.runtime.cuda_graph import DecodeGraphRunner
 from vibekit.runtime.forward_batch import ForwardBatch
 from vibekit.runtime.scheduler import ScheduledBatch
 from vibekit.spec import accept_greedy, accept_sampling
+from vibekit.ssm import HybridStateManager
 
 
 def kv_bytes_per_page(num_layers: int, num_kv_heads: int, head_dim: int, page_size: int,
@@ -35,8 +37,17 @@ class ModelRunner:
         ]
         self.attention_backend = config.attention_backend
         self.graphs: DecodeGraphRunner | None = None
-        if self.device.type == "cuda" and config.use_cuda_graphs:
+        self.state: HybridStateManager | None = None  # hybrid models: see attach_state
+        self.grammar_masker = GrammarMasker(config.model.vocab_size, self.device)
+        is_hybrid = hasattr(model, "state_spec")  # decode graphs do not capture state slots
+        if self.device.type == "cuda" and config.use_cuda_graphs and not is_hybrid:
             self.graphs = DecodeGraphRunner(self, config.cuda_graph_batch_sizes)
+
+    def attach_state(self, state: HybridStateManager) -> None:
+        """Hybrid models: every batch carries the recurrent-state caches and slots. The decode
+        CUDA graphs do not capture state slots, so they are turned off."""
+        self.state = state
+        self.graphs = None
 
     # -- batch metadata -----------------------------------------------------------------------
 
@@ -71,6 +82,10 @@ class ModelRunner:
         )
         slot_mapping = page_table[seq_of_token, pos_t // ps].long() * ps + pos_t % ps
         dev = self.device
+        state_slots = state_caches = None
+        if self.state is not None:
+            state_slots = self.state.slots(sched.requests, dev)
+            state_caches = self.state.pool.caches
         return ForwardBatch(
             input_ids=torch.tensor(input_ids, dtype=torch.int64).to(dev, non_blocking=True),
             positions=pos_t.to(dev, non_blocking=True),
@@ -78,11 +93,14 @@ class ModelRunner:
             kv_lens=torch.tensor(kv_lens, dtype=torch.int32).to(dev, non_blocking=True),
             page_table=page_table.to(dev, non_blocking=True),
             slot_mapping=slot_mapping.to(dev, non_blocking=True),
-            sample_indices=torch.tensor(sample_indices, dtype=torch.int64).to(dev, non_blocking=True),
+            sample_indices=torch.tensor(sample_indices, dtype=torch.int64).to(
+                dev, non_blocking=True),
             kv_caches=self.kv_caches,
             max_q_len=max(sched.num_new_tokens),
             max_kv_len=max(kv_lens),
             attention_backend=self.attention_backend,
+            state_slots=state_slots,
+            state_caches=state_caches,
         )
 
     def copy_pages(self, copies: list[tuple[int, int]]) -> None:
@@ -146,4 +164,8 @@ class ModelRunner:
 
     def execute(self, sched: ScheduledBatch) -> list[list[int]]:
         """Forward + sample/verify: the emitted tokens of each request whose `samples` is set."""
-        return self.sample(sched, self.forward(sched))
+        masks = self.grammar_masker.start(sched)  # may fill on a thread during the forward
+        logits = self.forward(sched)
+        if masks is not None:
+            masks.apply(logits)  # before greedy, verification and sampling alike
+        return self.sample(sched, logits)

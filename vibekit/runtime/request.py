@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -13,6 +13,9 @@ from vibekit.runtime.detokenizer import IncrementalDetokenizer
 from vibekit.runtime.outputs import Usage
 from vibekit.runtime.sampling_params import SamplingParams
 from vibekit.spec import PredictionDrafter
+
+if TYPE_CHECKING:
+    from vibekit.grammar import RequestGrammar
 
 
 class RequestStatus(enum.Enum):
@@ -48,8 +51,10 @@ class Request:
     max_len: int = 0  # token_ids may not grow beyond this (min of prompt+max_tokens, max_model_len)
     num_preemptions: int = 0
     drafter: PredictionDrafter | None = None  # predicted outputs
+    grammar: RequestGrammar | None = None  # structured output (vibekit.grammar)
     num_accepted_prediction_tokens: int = 0
     num_rejected_prediction_tokens: int = 0
+    state_slot: int = -1  # hybrid models: the recurrent-state slot while running (vibekit.ssm)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -50,7 +50,9 @@ class SamplingParams:
             raise bad("top_p", self.top_p, "it must be in (0, 1]")
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < -1:
             raise bad("top_k", self.top_k, "it must be an integer >= 1, or 0 / -1 for no limit")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int)
+        ):
             raise bad("seed", self.seed, "it must be an integer or None")
         stop = self.stop
         if stop is None:
@@ -69,7 +71,8 @@ class SamplingParams:
             ):
                 raise bad("stop_token_ids", ids, "it must be a list of non-negative token ids")
         if self.response_format is not None and not isinstance(self.response_format, dict):
-            raise bad("response_format", self.response_format, "it must be a dict in the OpenAI shape")
+            raise bad("response_format", self.response_format,
+                      "it must be a dict in the OpenAI shape")
 
     @property
     def greedy(self) -> bool:

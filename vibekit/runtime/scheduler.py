@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from vibekit.config import SchedulerConfig
 from vibekit.kvcache import KVCacheManager
 from vibekit.runtime.request import Request, RequestStatus
+from vibekit.ssm import HybridStateManager
 
 
 @dataclass
@@ -55,12 +56,15 @@ class Scheduler:
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.num_preemptions = 0
+        self.state: HybridStateManager | None = None  # hybrid models: set by the engine
 
     # -- queue management ---------------------------------------------------------------------
 
     def add(self, req: Request) -> None:
         req.status = RequestStatus.WAITING
         self.waiting.append(req)
+        if self.state is not None:
+            self.state.on_add(req)
 
     def finish(self, req: Request, reason: str) -> None:
         """Mark finished, release its pages, drop it from the queues."""
@@ -71,6 +75,8 @@ class Scheduler:
             self.waiting.remove(req)
         req.status = RequestStatus.FINISHED
         self.kv.free(req.page_table)
+        if self.state is not None:
+            self.state.release(req, finished=True)
 
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running)
@@ -87,6 +93,8 @@ class Scheduler:
 
     def _preempt(self, req: Request) -> None:
         self.kv.free(req.page_table)
+        if self.state is not None:
+            self.state.release(req, finished=False)
         req.num_computed_tokens = 0
         req.status = RequestStatus.WAITING
         req.num_preemptions += 1
@@ -102,6 +110,8 @@ class Scheduler:
         while i < len(self.running) and budget > 0:
             req = self.running[i]
             num_new = min(len(req.token_ids) - req.num_computed_tokens, budget)
+            if self.state is not None:
+                num_new = self.state.cap_chunk(req, req.num_computed_tokens, num_new)
             draft = self._draft(req, req.num_computed_tokens + num_new, budget - num_new)
             if draft and not self.kv.can_allocate(req.page_table, num_new + len(draft)):
                 draft = []  # verify later; never preempt others for a speculative block
@@ -126,12 +136,16 @@ class Scheduler:
                and len(self.running) < self.max_num_seqs):
             req = self.waiting[0]
             pages, hashes = self._match_prefix(req)
+            if self.state is not None and self.state.should_wait(req):
+                break  # a running prefill is about to snapshot a longer shared prefix
             num_cached = len(pages) * self.page_size
             num_new = len(req.token_ids) - num_cached
             if num_new > budget:
                 if not self.chunked_prefill:
                     break  # whole prompts only; the engine checked one always fits the budget
                 num_new = budget
+            if self.state is not None and self.chunked_prefill:
+                num_new = self.state.cap_chunk(req, num_cached, num_new)
             if not self.kv.can_allocate(req.page_table, num_new, pages):
                 break
             req.num_computed_tokens = num_cached
@@ -140,6 +154,8 @@ class Scheduler:
                 draft = []
             num_new += len(draft)
             batch.page_copies += self.kv.allocate(req.page_table, num_new, pages, hashes)
+            if self.state is not None:
+                self.state.admit(req, num_cached)  # a state slot, restored from the snapshot
             if req.num_cached_prompt_tokens < 0:
                 req.num_cached_prompt_tokens = min(num_cached, req.num_prompt_tokens)
             self.waiting.popleft()
@@ -153,14 +169,21 @@ class Scheduler:
     def _draft(req: Request, computed_after: int, budget: int) -> list[int]:
         """Draft tokens to verify after this step's own tokens: only when the step reaches the end
         of the request's tokens (it samples), within the budget, and never past what the request
-        may still emit (the block emits up to len(draft) + 1 tokens)."""
-        if req.drafter is None or computed_after != len(req.token_ids) or budget <= 0:
+        may still emit (the block emits up to len(draft) + 1 tokens). With a grammar, the draft
+        is cut at its first forbidden token, or (no prediction) holds jump-forward tokens."""
+        if ((req.drafter is None and req.grammar is None)
+                or computed_after != len(req.token_ids) or budget <= 0):
             return []
         room = min(budget, req.max_len - len(req.token_ids) - 1)
-        return req.drafter.propose(req.output_token_ids, room)
+        draft = None if req.drafter is None else req.drafter.propose(req.output_token_ids, room)
+        if req.grammar is not None:
+            return req.grammar.propose(draft, req.output_token_ids, room)
+        return draft
 
     def _match_prefix(self, req: Request) -> tuple[list[int], list[int]]:
         pages, hashes = self.kv.match_prefix(req.token_ids, req.extra.get("cache_key"))
         # At least one token must be computed so the step yields logits to sample from.
         max_pages = (len(req.token_ids) - 1) // self.page_size
+        if self.state is not None:  # hybrid: only up to the last page with a state snapshot
+            return self.state.match(req, pages[:max_pages], hashes[:max_pages])
         return pages[:max_pages], hashes[:max_pages]
