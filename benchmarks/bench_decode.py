@@ -76,12 +76,16 @@ def main() -> None:
     ap.add_argument("--batches", default="1,16")
     ap.add_argument("--out-len", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads for both engines and the bandwidth probe")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     preset = PRESETS["quick" if args.quick else "full"]
     out_len = 8 if args.quick else args.out_len
     repeats = 1 if args.quick else args.repeats
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"threads={torch.get_num_threads()} model=dummy:{preset} (random weights, saved as an "
           f"HF checkpoint for both engines) out_len={out_len}")
     bw = measure_bandwidth(1 << 26 if args.quick else 1 << 30)

@@ -90,21 +90,26 @@ def main() -> None:
     ap.add_argument("--densities", default="0.0,0.05,0.2")
     ap.add_argument("--num-requests", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--num-lines", type=int, default=12, help="lines per file snippet")
     ap.add_argument("--batch", type=int, nargs="*", default=[1, 8])
     ap.add_argument("--hf", action="store_true", help="also time HF prompt lookup (slow)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (both engines)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json")
     args = ap.parse_args()
     if args.quick:
         args.model, args.densities, args.num_requests = "dummy:tiny-llama", "0.05", 2
         args.max_tokens, args.batch = 32, [1]
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"model={args.model} mode={args.mode} requests={args.num_requests} "
           f"max_tokens={args.max_tokens} threads={torch.get_num_threads()}")
     engine = Engine.from_pretrained(args.model, max_model_len=4096, enable_prefix_caching=False)
     results = []
     for density in (float(d) for d in args.densities.split(",")):
         reqs = make_requests(0, args.num_requests, mode=args.mode, edit_density=density,
-                             max_tokens=args.max_tokens, model=args.model)
+                             max_tokens=args.max_tokens, model=args.model,
+                             num_lines=args.num_lines)
         for batch in args.batch:
             plain, plain_outs = time_engine(engine, reqs, False, batch)
             pred, pred_outs = time_engine(engine, reqs, True, batch)

@@ -1,0 +1,104 @@
+"""`vibekit-synthesize SCENARIO_DIR`: build and tune a serving stack for one scenario.
+
+    vibekit-synthesize scenarios/code-edit                       # offline, the default
+    vibekit-synthesize scenarios/code-edit --planner claude      # needs ANTHROPIC_API_KEY
+    vibekit-synthesize --list
+
+The output folder (--out) holds best_plan.toml, server.py, report.md, progress.svg and the
+workspace (a git repository: one commit per accepted round, MEMORY.md, BACKLOG.md). Running
+the same command again with the same --out resumes after the last completed round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _list() -> int:
+    from vibekit_agents.scenario import list_scenarios
+
+    rows = list_scenarios()
+    if not rows:
+        print("no scenarios found (looked in ./scenarios and the repository's scenarios/)")
+        return 0
+    for folder, sc, status in rows:
+        if sc is None:
+            print(f"  {folder.name:<16} {status}   [{folder}]")
+        else:
+            print(f"  {sc.name:<16} {sc.metric.label}; model {sc.model.source}; "
+                  f"{sc.workload.num_requests} requests at concurrency "
+                  f"{list(sc.workload.concurrency)} - {status}   [{folder}]")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="vibekit-synthesize", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("scenario", nargs="?", help="a scenario folder (with scenario.toml)")
+    ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    ap.add_argument("--planner", choices=["local", "claude"], default="local")
+    ap.add_argument("--rounds", type=int, default=20, help="search rounds (default 20)")
+    ap.add_argument("--budget-minutes", type=float, default=8.0,
+                    help="wall-clock budget of this invocation, preparation and the final "
+                         "check included (default 8)")
+    ap.add_argument("--out", default=None, help="output folder (default synthesis/<scenario>)")
+    ap.add_argument("--claude-model", default=os.environ.get("VIBEKIT_CLAUDE_MODEL",
+                                                             "claude-sonnet-4-5"),
+                    help="model for --planner claude (env VIBEKIT_CLAUDE_MODEL)")
+    args = ap.parse_args(argv)
+    # Keep the key out of every child process and file: read it once, drop it from the env.
+    api_key = os.environ.pop("ANTHROPIC_API_KEY", None)
+    if args.list:
+        return _list()
+    if not args.scenario:
+        ap.error("give a scenario folder, or --list")
+    if args.rounds < 0 or args.budget_minutes <= 0:
+        ap.error("--rounds must be >= 0 and --budget-minutes > 0")
+
+    from vibekit_agents.loop import SynthesisError, Synthesizer
+    from vibekit_agents.scenario import ScenarioError, load_scenario
+
+    try:
+        scenario = load_scenario(args.scenario)
+    except ScenarioError as exc:
+        print(f"vibekit-synthesize: {exc}", file=sys.stderr)
+        return 2
+    if args.planner == "claude":
+        if not api_key:
+            print("vibekit-synthesize: --planner claude needs ANTHROPIC_API_KEY",
+                  file=sys.stderr)
+            return 2
+        from vibekit_agents.policies.claude import claude_policy_factory
+
+        factory = claude_policy_factory(api_key, args.claude_model,
+                                        base_url=os.environ.pop("ANTHROPIC_BASE_URL", None))
+    else:
+        from vibekit_agents.policies.local import LocalPolicy
+
+        factory = LocalPolicy
+    out = Path(args.out) if args.out else Path("synthesis") / scenario.name
+    print(f"vibekit-synthesize: scenario {scenario.name} ({scenario.root}), planner "
+          f"{args.planner}, up to {args.rounds} rounds in {args.budget_minutes:g} min, out {out}",
+          flush=True)
+    synth = Synthesizer(scenario, out, factory, rounds=args.rounds,
+                        budget_s=args.budget_minutes * 60,
+                        progress=lambda m: print(m, flush=True))
+    try:
+        result = synth.run()
+    except SynthesisError as exc:
+        print(f"vibekit-synthesize: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; run the same command again to resume from {out}",
+              file=sys.stderr)
+        return 130
+    print(f"best plan: {out / 'best_plan.toml'}; server: {out / 'server.py'}; "
+          f"report: {out / 'report.md'}; speedup {result['speedup_text']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
