@@ -462,9 +462,7 @@ class Engine:
 
 def _generation_eos_ids(source: str | os.PathLike) -> list[int]:
     """EOS ids from generation_config.json, which HF generate honours too."""
-    path = Path(source) / "generation_config.json"
-    if isinstance(source, str) and ":" in source and not os.path.exists(source):
-        return []
+    path = Path(os.fspath(source)) / "generation_config.json"  # "dummy:..." has none
     if not path.is_file():
         return []
     eos = json.loads(path.read_text()).get("eos_token_id")
