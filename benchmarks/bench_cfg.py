@@ -10,7 +10,6 @@ compute ceiling (the variant's FLOPs at the matmul peak measured in the same run
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -20,15 +19,14 @@ import torch
 
 import vibekit.zoo
 from vibekit.cfg import CFGCachePolicy, FlowCFGSampler
+from vibekit_agents.scenario import load_scenario
 
 SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "unified-image"
 
 
 def _scenario_module(name: str):
-    spec = importlib.util.spec_from_file_location(f"unified_image_{name}", SCENARIO / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """Import one of the scenario's files (see Scenario.module)."""
+    return load_scenario(SCENARIO).module(name)
 
 
 check = _scenario_module("checker").check

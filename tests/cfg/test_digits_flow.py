@@ -4,7 +4,6 @@ cache passes the unified-image checker against full CFG."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import torch
 import vibekit.zoo
 from vibekit.cfg import CFGCachePolicy, FlowCFGSampler
 from vibekit.models.unified import UnifiedFlowModel
+from vibekit_agents.scenario import load_scenario
 
 pytest.importorskip("sklearn")
 pytest.importorskip("skimage")
@@ -22,10 +22,8 @@ SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "unified-image"
 
 
 def scenario_module(name: str):
-    spec = importlib.util.spec_from_file_location(f"unified_image_{name}", SCENARIO / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """Import one of the scenario's files (see Scenario.module)."""
+    return load_scenario(SCENARIO).module(name)
 
 
 def test_zoo_loads_by_name():

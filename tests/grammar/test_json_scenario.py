@@ -3,19 +3,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from vibekit import Engine, SamplingParams
+from vibekit_agents.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[2] / "scenarios" / "json"
 
 
 def _module(name: str):
-    spec = importlib.util.spec_from_file_location(f"json_scenario_{name}", ROOT / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """Import one of the scenario's files (see Scenario.module)."""
+    return load_scenario(ROOT).module(name)
 
 
 def test_json_scenario_outputs_pass_its_checker():

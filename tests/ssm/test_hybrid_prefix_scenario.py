@@ -3,23 +3,20 @@ against its HF reference with vibekit's hybrid prefix cache on."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from vibekit import Engine, SamplingParams
+from vibekit_agents.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[2] / "scenarios" / "hybrid-prefix"
 
 
 def _module(name: str):
-    spec = importlib.util.spec_from_file_location(f"hybrid_prefix_{name}", ROOT / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """Import one of the scenario's files (see Scenario.module)."""
+    return load_scenario(ROOT).module(name)
 
 
 def test_scenario_loads():
-    from vibekit_agents.scenario import load_scenario
 
     sc = load_scenario(ROOT)
     assert sc.checker.exact and sc.model.source == "dummy:model.json"
