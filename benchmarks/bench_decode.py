@@ -21,19 +21,10 @@ from transformers import LlamaForCausalLM
 
 from vibekit import Engine, SamplingParams
 from vibekit.models.dummy import save_dummy_checkpoint
+from vibekit.roofline import measure_read_bandwidth
 
 PRESETS = {"full": "smollm-135m", "quick": "tiny-llama"}
 
-
-def measure_bandwidth(nbytes: int = 1 << 30) -> float:
-    """Read bandwidth in bytes/s: the best of a few full passes over an nbytes float32 buffer."""
-    x = torch.ones(nbytes // 4, dtype=torch.float32)
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.perf_counter()
-        x.sum()
-        best = min(best, time.perf_counter() - t0)
-    return nbytes / best
 
 
 def prompts_for(batch: int, vocab: int, seed: int, mixed: bool, out_len: int):
@@ -88,7 +79,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"threads={torch.get_num_threads()} model=dummy:{preset} (random weights, saved as an "
           f"HF checkpoint for both engines) out_len={out_len}")
-    bw = measure_bandwidth(1 << 26 if args.quick else 1 << 30)
+    bw = measure_read_bandwidth(1 << 26 if args.quick else 1 << 30)
     print(f"measured read bandwidth: {bw / 1e9:.1f} GB/s")
     results = []
     with tempfile.TemporaryDirectory() as path:

@@ -25,18 +25,6 @@ import time
 from typing import Any
 
 
-def _bandwidth(nbytes: int = 256 << 20) -> float:
-    import torch
-
-    x = torch.ones(nbytes // 4, dtype=torch.float32)
-    best = float("inf")
-    for _ in range(4):
-        t0 = time.perf_counter()
-        x.sum()
-        best = min(best, time.perf_counter() - t0)
-    return nbytes / best
-
-
 def _matmul_flops(n: int = 384) -> float:
     import torch
 
@@ -81,7 +69,9 @@ def profile_stack(stack: Any, request: dict) -> dict[str, Any]:
     params = list(engine.model.parameters()) if hasattr(engine.model, "parameters") else []
     weight_bytes = sum(p.numel() * p.element_size() for p in params)
     num_params = sum(p.numel() for p in params)
-    bw = _bandwidth()
+    from vibekit.roofline import measure_read_bandwidth
+
+    bw = measure_read_bandwidth(256 << 20, repeats=4)
     flops = _matmul_flops()
     dec_times, _, plain_ids = _step_times(engine, prompt, 32)
     decode_s = statistics.median(dec_times) if dec_times else 0.0
