@@ -24,8 +24,9 @@ ZOO: MappingProxyType[str, tuple[str, str]] = MappingProxyType({
     "digits-flow": ("vibekit.zoo.digits_flow:load",
                     "unified text+image flow model, sklearn digits 16x16, prompts like "
                     "'a handwritten 7'"),
-    # "code-edit-tiny" (vibekit.zoo.code_edit) is registered once weights that really copy
-    # are trained: scripts/train_code_model.py; see "Zoo code model" in benchmarks/RESULTS.md.
+    "code-edit-tiny": ("vibekit.zoo.code_edit:load",
+                       "Llama, 4.5M parameters, edits Python snippets (rename, change a literal, "
+                       "delete/insert/replace a line); prompts: vibekit.zoo.code_edit"),
 })
 
 

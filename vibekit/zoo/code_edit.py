@@ -5,10 +5,9 @@ A training sequence is::
     <|edit|> {instruction}\\n<|original|>\\n{code}<|edited|>\\n{edited code}<|endoftext|>
 
 where `code` and the edited code end with a newline. The model answers with the whole edited
-code, so the natural prediction for predicted outputs is the original code itself.
-NOTE: no weights are committed yet: a 600-step CPU run of scripts/train_code_model.py did not
-learn to copy (see "Zoo code model" in benchmarks/RESULTS.md); the scenario and the prompt
-format are ready for a model that does.
+code, so the natural prediction for predicted outputs is the original code itself. The weights
+(vibekit/zoo/code-edit-tiny/, an HF Llama folder) come from scripts/train_code_model.py; their
+held-out evaluation is "Zoo code model" in benchmarks/RESULTS.md.
 
 Instructions the model was trained on (backticks are literal)::
 
