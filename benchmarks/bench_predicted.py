@@ -1,14 +1,16 @@
 """Predicted outputs on the code-edit workload: tokens/s with the prediction vs plain decoding vs
-HF `generate(prompt_lookup_num_tokens=...)`, side by side in one run, at several edit densities.
+HF `generate(prompt_lookup_num_tokens=...)`, side by side in one run.
 
-    python benchmarks/bench_predicted.py                       # dummy SmolLM-135M shape, derived
-    python benchmarks/bench_predicted.py --model zoo:code-edit-tiny --mode file
-    python benchmarks/bench_predicted.py --quick               # tiny model, seconds (CI)
+    python benchmarks/bench_predicted.py --hf                  # zoo:code-edit-tiny, file mode
+    python benchmarks/bench_predicted.py --model dummy:smollm-135m   # random weights, derived
+    python benchmarks/bench_predicted.py --quick               # seconds (CI; also with --model
+                                                               # dummy:tiny-llama, derived mode)
 
-Derived mode (random weights never copy their input): the prediction is the model's own greedy
-output with lines edited at the given density. HF prompt lookup only searches the prompt, which
-holds the original file, so in derived mode it finds little; the fair comparison with HF is the
-file mode on a model that really copies (the zoo code model).
+File mode (the default, on the zoo code model, which really edits code): the prompt asks for an
+edit of a stdlib snippet and the prediction is the snippet itself, as a user would send it; HF
+prompt lookup searches the same prompt, so the comparison with it is fair. Derived mode (what
+"auto" picks for dummy weights, which never copy their input): the prediction is the model's own
+greedy output with lines edited at each of --densities, a synthetic proxy for edit density.
 """
 
 from __future__ import annotations
@@ -85,9 +87,10 @@ def hf_model_for(engine_source: str, tmp: str):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", default="dummy:smollm-135m")
-    ap.add_argument("--mode", default="derived", choices=["derived", "file"])
-    ap.add_argument("--densities", default="0.0,0.05,0.2")
+    ap.add_argument("--model", default="zoo:code-edit-tiny")
+    ap.add_argument("--mode", default="auto", choices=["auto", "derived", "file"],
+                    help="auto: derived for dummy: models, file otherwise")
+    ap.add_argument("--densities", default="0.0,0.05,0.2", help="derived mode only")
     ap.add_argument("--num-requests", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--num-lines", type=int, default=12, help="lines per file snippet")
@@ -97,17 +100,20 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json")
     args = ap.parse_args()
-    if args.quick:
-        args.model, args.densities, args.num_requests = "dummy:tiny-llama", "0.05", 2
-        args.max_tokens, args.batch = 32, [1]
+    if args.quick:  # seconds: the zoo model in file mode, or --model dummy:... in derived mode
+        args.densities, args.num_requests, args.max_tokens, args.batch = "0.05", 2, 32, [1]
+    if args.mode == "auto":
+        args.mode = "derived" if args.model.startswith("dummy:") else "file"
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"model={args.model} mode={args.mode} requests={args.num_requests} "
           f"max_tokens={args.max_tokens} threads={torch.get_num_threads()}")
     engine = Engine.from_pretrained(args.model, max_model_len=4096, enable_prefix_caching=False)
     results = []
-    for density in (float(d) for d in args.densities.split(",")):
-        reqs = make_requests(0, args.num_requests, mode=args.mode, edit_density=density,
+    # In file mode the model makes the edit itself: there is no density to vary.
+    densities = [float(d) for d in args.densities.split(",")] if args.mode == "derived" else [None]
+    for density in densities:
+        reqs = make_requests(0, args.num_requests, mode=args.mode, edit_density=density or 0.0,
                              max_tokens=args.max_tokens, model=args.model,
                              num_lines=args.num_lines)
         for batch in args.batch:
@@ -119,8 +125,9 @@ def main() -> None:
             same = sum(a.token_ids == b.token_ids for a, b in zip(pred_outs, plain_outs))
             acc = sum(o.usage.accepted_prediction_tokens for o in pred_outs)
             rej = sum(o.usage.rejected_prediction_tokens for o in pred_outs)
-            row = dict(edit_density=density, batch=batch, plain_tok_s=round(plain, 1),
-                       predicted_tok_s=round(pred, 1), speedup=round(pred / plain, 2),
+            row = dict(mode=args.mode, edit_density=density, batch=batch,
+                       plain_tok_s=round(plain, 1), predicted_tok_s=round(pred, 1),
+                       speedup=round(pred / plain, 2),
                        accepted=acc, rejected=rej,
                        acceptance=round(acc / max(acc + rej, 1), 3),
                        identical_outputs=f"{same}/{len(plain_outs)}")
@@ -132,7 +139,8 @@ def main() -> None:
                 hf = time_hf_prompt_lookup(model, tok, reqs, 10)
                 plain1, _ = time_engine(engine, reqs, False, 1)
                 pred1, _ = time_engine(engine, reqs, True, 1)
-                row = dict(edit_density=density, hf_prompt_lookup_tok_s=round(hf, 1),
+                row = dict(mode=args.mode, edit_density=density,
+                           hf_prompt_lookup_tok_s=round(hf, 1),
                            vibekit_predicted_tok_s=round(pred1, 1),
                            vibekit_plain_tok_s=round(plain1, 1), ratio_vs_hf=round(pred1 / hf, 2))
                 results.append(row)
