@@ -20,6 +20,7 @@ committed one within noise::
 
 A second stage from those weights (--init-from, new --seed, lower --lr) was tried and not kept;
 see "Zoo code model" in benchmarks/RESULTS.md.
+
 Checkpoints go to --work-dir every --ckpt-every steps; rerunning the same command resumes from the
 latest one. The final model is written to --out (default vibekit/zoo/code-edit-tiny).
 """
@@ -305,7 +306,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine (same recipe; "
-                   "numbers differ within noise from the CPU run's)")
+                   "not yet run on a GPU)")
     p.add_argument("--vocab", type=int, default=4096)
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
@@ -321,8 +322,8 @@ def main() -> None:
                         "faster on a CPU with AVX512-BF16)")
     p.add_argument("--hf-loss", action="store_true",
                    help="the loss through LlamaForCausalLM(labels=...), logits at every position, "
-                        "as the committed run computed it: the same value, ~1.5x slower, and "
-                        "bit-identical to that run")
+                        "as the committed run computed it: the same value, ~1.5x slower, and the "
+                        "same losses as that run (its first 40 steps checked)")
     p.add_argument("--init-from", type=Path, default=None,
                    help="work dir of an earlier run: start from its weights (new optimizer, new "
                         "schedule; use another --seed so the batches are new)")

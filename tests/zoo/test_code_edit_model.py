@@ -93,5 +93,5 @@ def test_model_copies_the_unedited_code(folder):
 
 
 def test_zoo_lists_and_describes_the_model():
-    assert NAME in zoo.names() and "edits Python" in zoo.describe(NAME)
+    assert NAME in zoo.names() and "Python snippets" in zoo.describe(NAME)
     assert (zoo.path(f"zoo:{NAME}") / "config.json").is_file()

@@ -25,8 +25,9 @@ ZOO: MappingProxyType[str, tuple[str, str]] = MappingProxyType({
                     "unified text+image flow model, sklearn digits 16x16, prompts like "
                     "'a handwritten 7'"),
     "code-edit-tiny": ("vibekit.zoo.code_edit:load",
-                       "Llama, 4.5M parameters, edits Python snippets (rename, change a literal, "
-                       "delete/insert/replace a line); prompts: vibekit.zoo.code_edit"),
+                       "Llama, 4.5M parameters, trained to edit Python snippets (rename, change a "
+                       "literal, delete/insert/replace a line): copies well, edits rarely; "
+                       "prompts: vibekit.zoo.code_edit"),
 })
 
 
