@@ -5,6 +5,9 @@ Metrics, over --per-kind tasks of each edit kind (seeded; files never seen in tr
          prefix and suffix of the original and the expected edit), the fraction the model
          reproduces in place: matched prefix + matched suffix, token-weighted over all tasks
   exact  how often the whole output equals the expected edited code
+With each "all" number, a 95% interval from resampling the tasks (bootstrap), i.e. how much another
+draw of tasks could move it: two models (or a model and its retrained copy) whose intervals overlap
+are within noise of each other on this evaluation.
 
     python scripts/eval_code_model.py [--model vibekit/zoo/code-edit-tiny] [--per-kind 40]
 """
@@ -47,6 +50,22 @@ def copy_counts(original: list[int], expected: list[int], got: list[int]) -> tup
     return matched, pre + suf
 
 
+def bootstrap(rows: list[tuple[int, int, int]], rounds: int = 2000,
+              seed: int = 0) -> tuple[tuple[float, float], tuple[float, float]]:
+    """95% intervals of (copy, exact) over tasks resampled with replacement; rows are
+    (matched, unchanged, exact) per task."""
+    rng = random.Random(seed)
+    copies, exacts = [], []
+    for _ in range(rounds):
+        sample = [rows[rng.randrange(len(rows))] for _ in rows]
+        copies.append(sum(r[0] for r in sample) / max(1, sum(r[1] for r in sample)))
+        exacts.append(sum(r[2] for r in sample) / len(sample))
+    lo, hi = int(0.025 * rounds), int(0.975 * rounds) - 1
+    copies.sort()
+    exacts.sort()
+    return (copies[lo], copies[hi]), (exacts[lo], exacts[hi])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", type=Path, default=REPO / "vibekit/zoo/code-edit-tiny")
@@ -78,6 +97,7 @@ def main() -> None:
          for ids, prompt_len in encoded],
     )
     totals = {k: [0, 0, 0] for k in KINDS}  # matched, unchanged, exact
+    rows = []
     shown = 0
     for task, (ids, prompt_len), out in zip(tasks, encoded, outs):
         expected = ids[prompt_len:-1]
@@ -85,7 +105,8 @@ def main() -> None:
         original = tok.encode(task.original).ids
         matched, unchanged = copy_counts(original, expected, got)
         exact = got == expected
-        for i, v in enumerate((matched, unchanged, int(exact))):
+        rows.append((matched, unchanged, int(exact)))
+        for i, v in enumerate(rows[-1]):
             totals[task.kind][i] += v
         if not exact and shown < args.show:
             shown += 1
@@ -97,8 +118,11 @@ def main() -> None:
     unchanged = sum(t[1] for t in totals.values())
     exact = sum(t[2] for t in totals.values())
     num_tasks = args.per_kind * len(KINDS)
+    (c_lo, c_hi), (e_lo, e_hi) = bootstrap(rows)
     print(f"{'all':8} {matched / max(1, unchanged):7.1%} {exact / num_tasks:7.1%}"
           f"   ({time.time() - t0:.0f}s)")
+    print(f"95% interval over tasks (bootstrap): copy {c_lo:.1%}-{c_hi:.1%}, "
+          f"exact {e_lo:.1%}-{e_hi:.1%}")
 
 
 if __name__ == "__main__":
