@@ -18,8 +18,9 @@ committed one within noise::
     nohup python scripts/train_code_model.py --hf-loss > /tmp/train_code_model.log 2>&1 &
     python scripts/eval_code_model.py                  # the numbers in benchmarks/RESULTS.md
 
-A second stage from those weights (--init-from, new --seed, lower --lr) was tried and not kept;
-see "Zoo code model" in benchmarks/RESULTS.md.
+A second stage from those weights (--init-from, new --seed, lower --lr) and a 2.5x longer run
+(--steps 10000: more exact edits, the same copy) were tried and not kept; see "Zoo code model" in
+benchmarks/RESULTS.md.
 
 Checkpoints go to --work-dir every --ckpt-every steps; rerunning the same command resumes from the
 latest one. The final model is written to --out (default vibekit/zoo/code-edit-tiny).
