@@ -5,9 +5,8 @@ Metrics, over --per-kind tasks of each edit kind (seeded; files never seen in tr
          prefix and suffix of the original and the expected edit), the fraction the model
          reproduces in place: matched prefix + matched suffix, token-weighted over all tasks
   exact  how often the whole output equals the expected edited code
-With each "all" number, a 95% interval from resampling the tasks (bootstrap), i.e. how much another
-draw of tasks could move it: two models (or a model and its retrained copy) whose intervals overlap
-are within noise of each other on this evaluation.
+With each "all" number, a 95% interval from resampling the tasks (bootstrap): how much another
+draw of tasks could move it (200 tasks leave a few points either way).
 
     python scripts/eval_code_model.py [--model vibekit/zoo/code-edit-tiny] [--per-kind 40]
 """
