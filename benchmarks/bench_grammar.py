@@ -109,7 +109,7 @@ def overhead(engine: Engine, batch: int, max_tokens: int, repeats: int) -> dict:
     plain = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
     constrained = SamplingParams(max_tokens=max_tokens, temperature=0.0,
                                  response_format=fmt(RECORDS, jump_forward=False))
-    masker = engine.runner.grammar_masker
+    masker = engine.grammar_masker
     rates: dict[str, list[float]] = {"plain": [], "constrained": [], "thread_masks": []}
     timed(engine, prompts, constrained)  # warm-up: compile, tokenizer vocabulary
     for _ in range(repeats):  # interleaved: the machine is shared and noisy

@@ -238,11 +238,14 @@ class SchedulerConfig:
 
 @dataclass(frozen=True)
 class SpecConfig:
-    """Predicted outputs: draft block length (fixed, or adaptive between 4 and max_draft_tokens)."""
+    """Predicted outputs: draft block length (fixed, or adaptive between 4 and max_draft_tokens).
+    enable_predictions=False ignores every request's prediction (plain decoding, the same
+    output: a baseline for measuring what predictions gain)."""
 
     num_draft_tokens: int = 16
     adaptive_draft: bool = True
     max_draft_tokens: int = 64
+    enable_predictions: bool = True
 
     def __post_init__(self) -> None:
         if self.num_draft_tokens < 1:

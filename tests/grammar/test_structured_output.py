@@ -48,7 +48,7 @@ GREEDY = ["person", "point", "sentiment", "login", "sku", "version", "scores", "
 @pytest.fixture(scope="module")
 def greedy_reference(bpe_engine):
     """Plain constrained greedy decoding: no jump-forward, masks filled on the main thread."""
-    masker = bpe_engine.runner.grammar_masker
+    masker = bpe_engine.grammar_masker
     masker.overlap = False
     try:
         params = [SamplingParams(max_tokens=300, temperature=0.0,
@@ -94,11 +94,11 @@ def test_greedy_ids_equal_hf_generate_with_xgrammar_logits_processor(
 def test_jump_forward_and_the_mask_thread_change_no_token(bpe_engine, greedy_reference):
     params = [SamplingParams(max_tokens=300, temperature=0.0,
                              response_format=schema_format(SCHEMAS[n])) for n in GREEDY]
-    bpe_engine.runner.grammar_masker.overlap = True  # always on the worker thread
+    bpe_engine.grammar_masker.overlap = True  # always on the worker thread
     try:
         outs = bpe_engine.generate([prompt(n) for n in GREEDY], params)
     finally:
-        bpe_engine.runner.grammar_masker.overlap = None
+        bpe_engine.grammar_masker.overlap = None
     for name, out in zip(GREEDY, outs):
         assert out.token_ids == greedy_reference[name].token_ids, name
     # one at a time, jump-forward saves steps (every key of these objects is forced)

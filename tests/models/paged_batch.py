@@ -1,12 +1,13 @@
-"""A hand-rolled paged KV pool and ForwardBatch builder for model tests (the real scheduler and
-page allocator live in vibekit/runtime and vibekit/kvcache)."""
+"""A hand-rolled paged KV pool and ForwardBatch builder for model tests (pages only; the real
+scheduler and page allocator live in vibekit/runtime and vibekit/kvcache); batches come from
+the one builder, ForwardBatch.build."""
 
 from __future__ import annotations
 
 import torch
 
+from vibekit.core.forward_batch import ForwardBatch, SeqChunk
 from vibekit.models import KVCacheSpec
-from vibekit.runtime.forward_batch import ForwardBatch
 
 
 class PagedKV:
@@ -26,43 +27,22 @@ class PagedKV:
 
     def batch(self, new_tokens: dict[int, list[int]], sample: str = "all") -> ForwardBatch:
         """Append `new_tokens[seq_id]` to each sequence; sample "all" rows or each seq's "last"."""
-        ids, positions, slots, kv_lens, tables, qo_indptr, sample_rows = [], [], [], [], [], [0], []
+        chunks = []
         for seq_id, tokens in new_tokens.items():
             start = self.kv_len.get(seq_id, 0)
             end = start + len(tokens)
             pages = self.pages.setdefault(seq_id, [])
             while len(pages) * self.page_size < end:
                 pages.append(self.free_pages.pop())
-            for pos in range(start, end):
-                slots.append(pages[pos // self.page_size] * self.page_size + pos % self.page_size)
-            ids += tokens
-            positions += range(start, end)
             self.kv_len[seq_id] = end
-            kv_lens.append(end)
-            tables.append(pages)
-            rows = range(qo_indptr[-1], qo_indptr[-1] + len(tokens))
-            sample_rows += rows if sample == "all" else rows[-1:]
-            qo_indptr.append(qo_indptr[-1] + len(tokens))
-        width = max(len(t) for t in tables)
-        page_table = [t + [0] * (width - len(t)) for t in tables]
-        return ForwardBatch(
-            input_ids=torch.tensor(ids, dtype=torch.int64),
-            positions=torch.tensor(positions, dtype=torch.int64),
-            qo_indptr=torch.tensor(qo_indptr, dtype=torch.int32),
-            kv_lens=torch.tensor(kv_lens, dtype=torch.int32),
-            page_table=torch.tensor(page_table, dtype=torch.int32),
-            slot_mapping=torch.tensor(slots, dtype=torch.int64),
-            sample_indices=torch.tensor(sample_rows, dtype=torch.int64),
-            kv_caches=self.kv_caches,
-            max_q_len=max(len(t) for t in new_tokens.values()),
-            max_kv_len=max(kv_lens),
-        )
+            chunks.append(SeqChunk(tokens, start, pages, len(tokens) if sample == "all" else 1))
+        return ForwardBatch.build(chunks, self.page_size, self.kv_caches, "cpu")
 
 
 def greedy_generate(model, prompts: list[list[int]], max_tokens: int,
                     dtype: torch.dtype = torch.float32) -> list[list[int]]:
     """Greedy decoding of several prompts at once: one ragged prefill, then batched decodes."""
-    kv = PagedKV(model.kv_cache_spec(), dtype, num_pages=sum(
+    kv = PagedKV(model.cache_spec().kv, dtype, num_pages=sum(
         -(-(len(p) + max_tokens) // 16) for p in prompts), page_size=16)
     outputs: list[list[int]] = [[] for _ in prompts]
     step = dict(enumerate(prompts))

@@ -44,7 +44,7 @@ def shortest_period(tokens: list[int], max_period: int = 8) -> int | None:
 
 
 def logits_of(model, prompt: list[int]) -> torch.Tensor:
-    batch = PagedKV(model.kv_cache_spec(), model.model.embed_tokens.weight.dtype).batch({0: prompt})
+    batch = PagedKV(model.cache_spec().kv, model.model.embed_tokens.weight.dtype).batch({0: prompt})
     with torch.inference_mode():
         return model(batch.input_ids, batch)
 
@@ -116,8 +116,8 @@ def test_dummy_presets_load_with_the_byte_level_tokenizer():
     assert tokenizer.decode(tokenizer.encode("héllo")) == "héllo"
     assert config.eos_token_ids == (tokenizer.eos_token_id,)
     assert isinstance(model, CausalLM)
-    assert model.kv_cache_spec() == KVCacheSpec(num_layers=2, num_kv_heads=2, head_dim=16)
-    assert model.kv_cache_spec().bytes_per_token(torch.bfloat16) == 2 * 2 * 2 * 16 * 2
+    assert model.cache_spec().kv == KVCacheSpec(num_layers=2, num_kv_heads=2, head_dim=16)
+    assert model.cache_spec().kv.bytes_per_token(torch.bfloat16) == 2 * 2 * 2 * 16 * 2
     smollm = DUMMY_PRESETS["smollm-135m"]
     assert (smollm.hidden_size, smollm.num_layers, smollm.num_qo_heads, smollm.num_kv_heads,
             smollm.head_dim, smollm.intermediate_size, smollm.vocab_size,

@@ -18,7 +18,7 @@ PROMPT = [5, 17, 250, 3, 99, 42, 42, 7, 180, 64, 1, 2, 33, 291, 150, 8, 77, 120,
 def vibekit_logits(model, dtype, sequences: list[list[list[int]]], page_size: int = 4):
     """Run the chunks of each sequence step by step (step i feeds every sequence's i-th chunk)
     and return, per sequence, the logits of all its tokens concatenated."""
-    kv = PagedKV(model.kv_cache_spec(), dtype, page_size=page_size)
+    kv = PagedKV(model.cache_spec().kv, dtype, page_size=page_size)
     out: list[list[torch.Tensor]] = [[] for _ in sequences]
     for step in range(max(len(chunks) for chunks in sequences)):
         new = {i: chunks[step] for i, chunks in enumerate(sequences) if step < len(chunks)}

@@ -58,7 +58,7 @@ def test_preempted_then_recomputed_is_exact(llama_ckpt, plain):
     outs = engine.generate(prompts, GREEDY)
     assert engine.scheduler.num_preemptions > 0
     assert [o.token_ids for o in outs] == expected
-    assert engine.kv.pool.num_used_pages == 0
+    assert engine.cache.manager.pool.num_used_pages == 0
 
 
 def test_seeded_sampling_is_independent_of_batch(llama_ckpt):
@@ -76,12 +76,11 @@ def test_seeded_sampling_is_independent_of_batch(llama_ckpt):
 
 def test_decode_graph_buffers_pad_and_replay_exactly(llama_ckpt, plain):
     """The CUDA-graph decode path's static buffers and padding (run eagerly here, no CUDA)."""
-    from vibekit.runtime.cuda_graph import DecodeGraphRunner
 
     path, _ = llama_ckpt
     prompts, expected = plain
     engine = Engine.from_pretrained(path, page_size=4, max_model_len=128)
-    graphs = DecodeGraphRunner(engine.runner, (1, 4, 8), use_graphs=False)
+    graphs = engine.runner.make_graph_runner((1, 4, 8), use_graphs=False)
     engine.runner.graphs = graphs
     calls = []
     run = graphs.run

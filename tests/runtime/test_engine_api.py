@@ -62,7 +62,7 @@ def test_bad_requests_fail_at_the_boundary_and_engine_keeps_serving(engine, llam
 
 def test_abort_frees_pages_and_many_requests_leave_no_leak(engine):
     rng = random.Random(0)
-    pool = engine.kv.pool
+    pool = engine.cache.manager.pool
     for round_ in range(5):
         ids = [engine.add_request([rng.randrange(512) for _ in range(rng.randint(1, 30))],
                                   _greedy(rng.randint(1, 20), ignore_eos=True))

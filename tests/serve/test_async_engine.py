@@ -24,7 +24,7 @@ def async_engine(engine):
     yield ae
     ae.shutdown(graceful=False, timeout=5)
     assert not ae._thread.is_alive()
-    assert engine.kv.pool.num_used_pages == 0, "pages leaked"
+    assert engine.cache.manager.pool.num_used_pages == 0, "pages leaked"
 
 
 def run(coro, timeout: float = 60):
@@ -134,7 +134,7 @@ def test_graceful_shutdown_finishes_in_flight_requests(engine):
     finals = run(main())
     assert [f.finish_reason for f in finals] == ["length", "length"]
     assert [len(f.token_ids) for f in finals] == [30, 30]
-    assert not ae.is_running and engine.kv.pool.num_used_pages == 0
+    assert not ae.is_running and engine.cache.manager.pool.num_used_pages == 0
 
 
 def test_shutdown_without_grace_aborts_in_flight_requests(engine):
@@ -147,7 +147,7 @@ def test_shutdown_without_grace_aborts_in_flight_requests(engine):
         return [out async for out in stream]
 
     assert run(main())[-1].finish_reason == "abort"
-    assert engine.kv.pool.num_used_pages == 0
+    assert engine.cache.manager.pool.num_used_pages == 0
 
 
 def test_engine_crash_fails_every_in_flight_request():

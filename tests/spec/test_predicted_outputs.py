@@ -119,7 +119,7 @@ def test_thousands_of_rejected_drafts_leak_no_pages(engine):
     outs = engine.generate(prompts, params, predictions=preds)
     assert [o.token_ids for o in outs] == plain
     assert sum(o.usage.rejected_prediction_tokens for o in outs) >= 1000
-    assert engine.kv.pool.num_used_pages == 0
+    assert engine.cache.manager.pool.num_used_pages == 0
 
 
 def test_bad_predictions_are_rejected(engine):

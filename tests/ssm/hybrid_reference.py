@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, BambaConfig, Qwen3_5TextConfig
 
 from tests.models.paged_batch import PagedKV
-from vibekit.runtime.forward_batch import ForwardBatch
+from vibekit.core.forward_batch import ForwardBatch
 
 FAMILIES = {
     # layers: mamba, attention, mamba; 2 groups of 4 heads of 8 dims, state 16; chunk 8 so a
@@ -62,8 +62,8 @@ class HybridBatches(PagedKV):
     """PagedKV plus one recurrent-state slot per sequence id (fresh slots start at zero)."""
 
     def __init__(self, model, dtype: torch.dtype, num_slots: int = 8, **kwargs) -> None:
-        super().__init__(model.kv_cache_spec(), dtype, **kwargs)
-        spec = model.state_spec()
+        super().__init__(model.cache_spec().kv, dtype, **kwargs)
+        spec = model.cache_spec().state
         self.state_caches = [
             (torch.zeros(num_slots, *spec.conv_shape, dtype=dtype),
              torch.zeros(num_slots, *spec.ssm_shape, dtype=spec.ssm_dtype))

@@ -60,7 +60,7 @@ def test_evicted_snapshots_are_recomputed_exactly(hybrid_ckpt, plain):
     _, path, _ = hybrid_ckpt
     prompts, expected = plain
     probe = Engine.from_pretrained(path, page_size=4, max_model_len=128)
-    one = probe.state.pool.bytes_per_slot
+    one = probe.cache.pool.bytes_per_slot
     engine = Engine.from_pretrained(path, page_size=4, max_model_len=128,
                                     snapshot_memory_bytes=one)  # room for one snapshot
     for _ in range(2):
@@ -112,5 +112,5 @@ def test_miss_diagnostics_say_why(hybrid_ckpt):
     while not req.finished:
         engine.step()
     # 16 shared tokens are in the KV cache, but the first prompt only snapshotted at 24
-    assert "no state snapshot" in req.extra["prefix_cache"]
-    assert engine.state.diagnostics()["miss"] == 2
+    assert "no state snapshot" in req.prefix_cache_reason
+    assert engine.cache.diagnostics()["miss"] == 2

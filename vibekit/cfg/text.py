@@ -23,8 +23,8 @@ import torch
 from vibekit.cfg.cache import CFGCache
 from vibekit.cfg.image import MAX_GUIDANCE_SCALE
 from vibekit.cfg.policy import CFGCachePolicy
+from vibekit.core.forward_batch import ForwardBatch, SeqChunk
 from vibekit.kvcache import KVCacheManager, PageTable
-from vibekit.runtime.forward_batch import ForwardBatch
 
 
 @dataclass
@@ -77,11 +77,8 @@ class TextCFGGenerator:
         self.vocab_size = model.config.vocab_size
         param = next(model.parameters())
         self.device = param.device
-        spec = model.kv_cache_spec()
-        shape = (num_pages, page_size, spec.num_kv_heads, spec.head_dim)
-        self.kv_caches = [(torch.zeros(shape, dtype=param.dtype, device=self.device),
-                           torch.zeros(shape, dtype=param.dtype, device=self.device))
-                          for _ in range(spec.num_layers)]
+        self.kv_caches = model.cache_spec().kv.allocate(num_pages, page_size, param.dtype,
+                                                         self.device)
         self.manager = KVCacheManager(num_pages, page_size, enable_prefix_caching=False)
 
     # -- checks ---------------------------------------------------------------------------------
@@ -187,37 +184,12 @@ class TextCFGGenerator:
 
     def _prepare(self, seqs: list[_Seq]) -> tuple[torch.Tensor, ForwardBatch]:
         """Feed each sequence's not-yet-computed tokens; sample the last row of each."""
-        input_ids: list[int] = []
-        positions: list[int] = []
-        slots: list[int] = []
-        qo_indptr = [0]
-        kv_lens: list[int] = []
+        chunks = []
         for seq in seqs:
             start, stop = seq.num_computed, len(seq.token_ids)
             self.manager.allocate(seq.table, stop - seq.table.num_tokens)
-            input_ids += seq.token_ids[start:stop]
-            positions += range(start, stop)
-            slots += seq.table.slots(start, stop)
-            qo_indptr.append(qo_indptr[-1] + stop - start)
-            kv_lens.append(stop)
+            chunks.append(SeqChunk(seq.token_ids[start:stop], start, seq.table.pages, 1))
             seq.num_computed = stop
-        max_pages = max(s.table.num_pages for s in seqs)
-        page_table = torch.zeros(len(seqs), max_pages, dtype=torch.int32)
-        for b, seq in enumerate(seqs):
-            page_table[b, :seq.table.num_pages] = torch.tensor(seq.table.pages, dtype=torch.int32)
-        dev = self.device
-        q_lens = [b - a for a, b in zip(qo_indptr, qo_indptr[1:])]
-        batch = ForwardBatch(
-            input_ids=torch.tensor(input_ids, dtype=torch.int64, device=dev),
-            positions=torch.tensor(positions, dtype=torch.int64, device=dev),
-            qo_indptr=torch.tensor(qo_indptr, dtype=torch.int32, device=dev),
-            kv_lens=torch.tensor(kv_lens, dtype=torch.int32, device=dev),
-            page_table=page_table.to(dev),
-            slot_mapping=torch.tensor(slots, dtype=torch.int64, device=dev),
-            sample_indices=torch.tensor(qo_indptr[1:], dtype=torch.int64, device=dev) - 1,
-            kv_caches=self.kv_caches,
-            max_q_len=max(q_lens),
-            max_kv_len=max(kv_lens),
-            attention_backend=self.attention_backend,
-        )
+        batch = ForwardBatch.build(chunks, self.page_size, self.kv_caches, self.device,
+                                   self.attention_backend)
         return batch.input_ids, batch

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from vibekit.core.scheduled import ScheduledBatch
 from vibekit.ops.token_bitmask import apply_token_bitmask
 
 
@@ -25,7 +26,7 @@ class PendingMasks:
         self.backend = backend
 
     @torch.inference_mode()  # the runner's logits are inference tensors
-    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+    def apply(self, logits: torch.Tensor) -> None:
         """Set the logits [S, V] of forbidden tokens to -inf in place, on the grammar rows."""
         if self.future is not None:
             self.future.result()  # re-raises a failure of the worker
@@ -34,7 +35,7 @@ class PendingMasks:
         if len(self.rows) != logits.shape[0]:
             indices = torch.tensor(self.rows, dtype=torch.int32).to(logits.device,
                                                                     non_blocking=True)
-        return apply_token_bitmask(logits, bitmask, indices, backend=self.backend)
+        apply_token_bitmask(logits, bitmask, indices, backend=self.backend)
 
 
 class GrammarMasker:
@@ -51,9 +52,9 @@ class GrammarMasker:
     that fill faster than `overlap_min_seconds` (a running average; small vocabularies, simple
     grammars) are filled inline, slower ones during the forward.
 
-    Example (what ModelRunner.execute does):
-        pending = masker.start(sched)
-        logits = model_forward(sched)
+    A LogitsProcessor (vibekit.logits), the first in the runner's list. Example:
+        pending = masker.start(batch)
+        logits = model_forward(batch)
         if pending is not None:
             pending.apply(logits)
     """
@@ -70,19 +71,17 @@ class GrammarMasker:
         self._bitmask = torch.empty(0, self.num_words, dtype=torch.int32)
         self._pool: ThreadPoolExecutor | None = None
 
-    def start(self, sched: Any) -> PendingMasks | None:
-        """Start filling the masks of `sched` (a ScheduledBatch); None when no sampling request
-        of the step has a grammar."""
+    def start(self, batch: ScheduledBatch) -> PendingMasks | None:
+        """Start filling the masks of the step; None when no sampling request of the step has a
+        grammar (the LogitsProcessor protocol, vibekit.logits)."""
         jobs: list[tuple[Any, int, Sequence[int]]] = []
         rows: list[int] = []
-        row = 0
-        for req, samples, draft in zip(sched.requests, sched.samples, sched.drafts):
-            if not samples:
-                continue
-            if req.grammar is not None:
-                jobs.append((req.grammar, row, draft))
-                rows.extend(range(row, row + len(draft) + 1))
-            row += len(draft) + 1
+        for group in batch.groups:
+            grammar = group.request.grammar
+            if grammar is not None:
+                jobs.append((grammar, group.start, group.draft))
+                rows.extend(group.rows)
+        row = batch.num_rows
         if not jobs:
             return None
         bitmask = self._buffer(row)

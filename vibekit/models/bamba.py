@@ -7,12 +7,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vibekit.core.forward_batch import ForwardBatch
 from vibekit.models.hybrid_config import HybridConfig
 from vibekit.models.hybrid_layers import DepthwiseConv, GatedMLP, HybridAttention, HybridForCausalLM
 from vibekit.models.layers import RMSNorm
 from vibekit.ops.conv1d import causal_conv1d
 from vibekit.ops.mamba2_scan import mamba2_scan
-from vibekit.runtime.forward_batch import ForwardBatch
 from vibekit.ssm.spec import StateSpec
 
 

@@ -4,50 +4,38 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from vibekit.config import ModelConfig
-from vibekit.runtime.forward_batch import ForwardBatch
+from vibekit.core.forward_batch import ForwardBatch
+from vibekit.kvcache.spec import KVCacheSpec
+from vibekit.ssm.spec import StateSpec
 
 
 @dataclass(frozen=True)
-class KVCacheSpec:
-    """Which layers need paged KV, and the shape of one token's K (or V) in each.
+class CacheSpec:
+    """Every cache a model needs: paged KV for its attention layers, and for hybrid models a
+    recurrent-state slot per running sequence for its Mamba2 / gated-delta layers. The engine
+    builds one cache object from it (vibekit.runtime.cache.make_cache)."""
 
-    Layers `0 .. num_layers - 1` each need a `(k_cache, v_cache)` pair of shape
-    `[num_pages, page_size, num_kv_heads, head_dim]` in `ForwardBatch.kv_caches`.
-    """
-
-    num_layers: int
-    num_kv_heads: int
-    head_dim: int
-
-    def __post_init__(self) -> None:
-        for name in ("num_layers", "num_kv_heads", "head_dim"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-
-    def bytes_per_token(self, dtype: torch.dtype) -> int:
-        """K and V bytes one token occupies across all layers."""
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * itemsize
+    kv: KVCacheSpec
+    state: StateSpec | None = None
 
 
 @runtime_checkable
 class CausalLM(Protocol):
-    """A decoder-only LM built from a `ModelConfig` (an `nn.Module` in practice).
+    """A decoder-only LM built from its config (an `nn.Module` in practice).
 
     Example::
 
         model = build_model(config, dtype=torch.bfloat16, device="cuda")
-        model.load_weights(iter_hf_weights(path))       # HF names, e.g. model.norm.weight
-        spec = model.kv_cache_spec()                    # allocate spec.num_layers KV pairs
+        model.load_weights(iter_weights(files))         # HF names, e.g. model.norm.weight
+        spec = model.cache_spec()                       # spec.kv.num_layers KV pairs, ...
         logits = model(batch.input_ids, batch)          # [S, V] float32
     """
 
-    config: ModelConfig
+    config: Any
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy HF-named tensors into the parameters (casting dtype and device); raises on
@@ -59,5 +47,5 @@ class CausalLM(Protocol):
         Appends this step's K/V to `batch.kv_caches` as a side effect."""
         ...
 
-    def kv_cache_spec(self) -> KVCacheSpec:
+    def cache_spec(self) -> CacheSpec:
         ...

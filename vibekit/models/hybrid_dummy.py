@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -89,13 +88,3 @@ def hybrid_dummy_hf_model(spec: str, seed: int = 0) -> torch.nn.Module:
                 param.copy_(noise * (1.5 / math.sqrt(fan_in)))
     return model
 
-
-def save_hybrid_dummy_checkpoint(name: str, path: str | os.PathLike, seed: int = 0) -> Path:
-    """Write a preset as an HF folder (config.json, model.safetensors, byte-level tokenizer)."""
-    from vibekit.models.tokenizer import byte_level_tokenizer
-
-    path = Path(path)
-    model = hybrid_dummy_hf_model(name, seed)
-    model.save_pretrained(path)
-    byte_level_tokenizer(model.config.vocab_size).save_pretrained(path)
-    return path

@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vibekit.models.base import KVCacheSpec
+from vibekit.core.forward_batch import ForwardBatch
+from vibekit.kvcache.spec import KVCacheSpec
+from vibekit.models.base import CacheSpec
 from vibekit.models.hybrid_config import HybridConfig
-from vibekit.models.layers import RMSNorm, RopeTable
+from vibekit.models.layers import RopeTable
 from vibekit.ops import apply_rope, kv_append, paged_attention, silu_and_mul
-from vibekit.runtime.forward_batch import ForwardBatch
-from vibekit.ssm.spec import StateSpec
 
 _MAX_INITIAL_ROPE_POSITIONS = 32768
 
@@ -129,13 +129,12 @@ class HybridForCausalLM(nn.Module):
         self.rope = RopeTable(config.rotary_dim, config.rope_theta, None,
                               min(config.max_position_embeddings, _MAX_INITIAL_ROPE_POSITIONS))
 
-    def kv_cache_spec(self) -> KVCacheSpec:
-        """The attention layers' KV (KV index i is the i-th full-attention layer)."""
-        return KVCacheSpec(len(self.config.attention_layers), self.config.num_kv_heads,
-                           self.config.head_dim)
-
-    def state_spec(self) -> StateSpec:  # pragma: no cover - each family overrides
-        raise NotImplementedError
+    def cache_spec(self) -> CacheSpec:
+        """The attention layers' KV (KV index i is the i-th full-attention layer) and the
+        recurrent layers' state (state index i is the i-th recurrent layer)."""
+        c = self.config
+        return CacheSpec(KVCacheSpec(len(c.attention_layers), c.num_kv_heads, c.head_dim),
+                         self.state_spec())
 
     def forward(self, input_ids: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
         """input_ids [T] -> float32 logits [S, V] at `batch.sample_indices`; appends K/V of the
@@ -182,7 +181,3 @@ class HybridForCausalLM(nn.Module):
         if missing:
             raise ValueError(f"checkpoint is missing {len(missing)} tensor(s), e.g. {missing[:3]}")
 
-
-def make_norm(config: HybridConfig, offset: bool) -> nn.Module:
-    cls = OffsetRMSNorm if offset else RMSNorm
-    return cls(config.hidden_size, config.rms_norm_eps)

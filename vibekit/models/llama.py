@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from vibekit.config import ModelConfig
-from vibekit.models.base import KVCacheSpec
+from vibekit.core.forward_batch import ForwardBatch
+from vibekit.kvcache.spec import KVCacheSpec
+from vibekit.models.base import CacheSpec
 from vibekit.models.layers import RMSNorm, RopeTable
 from vibekit.ops import apply_rope, kv_append, paged_attention, silu_and_mul
-from vibekit.runtime.forward_batch import ForwardBatch
 
 # HF tensor name part -> (fused parameter name part, shard index along dim 0)
 _FUSED_SHARDS = {
@@ -137,8 +138,9 @@ class LlamaForCausalLM(nn.Module):
             min(config.max_position_embeddings, _MAX_INITIAL_ROPE_POSITIONS),
         )
 
-    def kv_cache_spec(self) -> KVCacheSpec:
-        return KVCacheSpec(self.config.num_layers, self.config.num_kv_heads, self.config.head_dim)
+    def cache_spec(self) -> CacheSpec:
+        c = self.config
+        return CacheSpec(KVCacheSpec(c.num_layers, c.num_kv_heads, c.head_dim))
 
     def forward(self, input_ids: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
         """input_ids [T] -> float32 logits [S, V] at `batch.sample_indices`."""

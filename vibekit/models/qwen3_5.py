@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vibekit.core.forward_batch import ForwardBatch
 from vibekit.models.hybrid_config import HybridConfig
 from vibekit.models.hybrid_layers import (
     DepthwiseConv,
@@ -17,7 +18,6 @@ from vibekit.models.hybrid_layers import (
 )
 from vibekit.ops.conv1d import causal_conv1d
 from vibekit.ops.gated_delta import gated_delta_rule
-from vibekit.runtime.forward_batch import ForwardBatch
 from vibekit.ssm.spec import StateSpec
 
 

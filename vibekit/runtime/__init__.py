@@ -1,5 +1,6 @@
 """The serving runtime: requests, scheduler, model runner, engine."""
 
+from vibekit.core import RequestOutput, SamplingParams, Usage
 from vibekit.runtime.async_engine import (
     AsyncEngine,
     EngineClosedError,
@@ -7,8 +8,6 @@ from vibekit.runtime.async_engine import (
     RequestStream,
 )
 from vibekit.runtime.engine import Engine
-from vibekit.runtime.outputs import RequestOutput, Usage
-from vibekit.runtime.sampling_params import SamplingParams
 
 __all__ = ["AsyncEngine", "Engine", "EngineClosedError", "EngineDeadError", "RequestOutput",
            "RequestStream", "SamplingParams", "Usage"]

@@ -21,10 +21,10 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from vibekit.core.outputs import RequestOutput
+from vibekit.core.sampling_params import SamplingParams
 from vibekit.errors import InvalidRequestError
 from vibekit.runtime.engine import Engine
-from vibekit.runtime.outputs import RequestOutput
-from vibekit.runtime.sampling_params import SamplingParams
 
 
 class EngineDeadError(RuntimeError):

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
+from torch import nn
 
-from vibekit.runtime.forward_batch import ForwardBatch
-
-if TYPE_CHECKING:
-    from vibekit.runtime.model_runner import ModelRunner
+from vibekit.core.forward_batch import ForwardBatch
 
 
 class DecodeGraphRunner:
@@ -21,14 +17,19 @@ class DecodeGraphRunner:
     sequence's own kv_len read from memory, so one graph serves every sequence length.
     """
 
-    def __init__(self, runner: ModelRunner, batch_sizes: tuple[int, ...],
-                 use_graphs: bool = True) -> None:
+    def __init__(self, model: nn.Module, kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
+                 batch_sizes: tuple[int, ...], *, device: torch.device, max_model_len: int,
+                 page_size: int, attention_backend: str, use_graphs: bool = True) -> None:
         """use_graphs=False replays by running the model eagerly on the static buffers (with the
-        runner's own attention backend): the padding and buffer logic, testable without CUDA."""
-        self.runner = runner
+        given attention backend): the padding and buffer logic, testable without CUDA."""
+        self.model = model
+        self.kv_caches = kv_caches
+        self.device = device
+        self.max_model_len = max_model_len
+        self.max_pages_per_seq = -(-max_model_len // page_size)
         self.use_graphs = use_graphs
-        self.backend = "triton" if use_graphs else runner.attention_backend
-        self.enabled = _graph_safe_backend(runner.attention_backend) or not use_graphs
+        self.backend = "triton" if use_graphs else attention_backend
+        self.enabled = _graph_safe_backend(attention_backend) or not use_graphs
         self.batch_sizes = sorted(set(batch_sizes))
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}
@@ -38,9 +39,9 @@ class DecodeGraphRunner:
                 self._capture()
 
     def _allocate(self) -> None:
-        dev = self.runner.device
+        dev = self.device
         max_bs = self.batch_sizes[-1]
-        max_pages = self.runner.max_pages_per_seq
+        max_pages = self.max_pages_per_seq
         self.input_ids = torch.zeros(max_bs, dtype=torch.int64, device=dev)
         self.positions = torch.zeros(max_bs, dtype=torch.int64, device=dev)
         self.qo_indptr = torch.arange(max_bs + 1, dtype=torch.int32, device=dev)
@@ -51,7 +52,7 @@ class DecodeGraphRunner:
 
     def _capture(self) -> None:
         pool = None
-        model = self.runner.model
+        model = self.model
         for bs in reversed(self.batch_sizes):
             batch = self._static_batch(bs)
             with torch.inference_mode():
@@ -69,8 +70,8 @@ class DecodeGraphRunner:
             input_ids=self.input_ids[:bs], positions=self.positions[:bs],
             qo_indptr=self.qo_indptr[:bs + 1], kv_lens=self.kv_lens[:bs],
             page_table=self.page_table[:bs], slot_mapping=self.slot_mapping[:bs],
-            sample_indices=self.sample_indices[:bs], kv_caches=self.runner.kv_caches,
-            max_q_len=1, max_kv_len=self.runner.config.max_model_len,
+            sample_indices=self.sample_indices[:bs], kv_caches=self.kv_caches,
+            max_q_len=1, max_kv_len=self.max_model_len,
             attention_backend=self.backend,
         )
 
@@ -100,7 +101,7 @@ class DecodeGraphRunner:
             self.slot_mapping[n:bs].fill_(-1)
         if not self.use_graphs:
             batch = self._static_batch(bs)
-            return self.runner.model(batch.input_ids, batch)[:n]
+            return self.model(batch.input_ids, batch)[:n]
         self.graphs[bs].replay()
         return self.outputs[bs][:n]
 

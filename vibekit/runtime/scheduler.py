@@ -1,82 +1,51 @@
-"""Continuous batching: pick the requests and token counts of the next step under a token budget."""
+"""Continuous batching: pick the requests and token counts of the next step under a token
+budget, and after the forward commit what it computed (or roll back rejected drafts)."""
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 from vibekit.config import SchedulerConfig
-from vibekit.kvcache import KVCacheManager
-from vibekit.runtime.request import Request, RequestStatus
-from vibekit.ssm import HybridStateManager
-
-
-@dataclass
-class ScheduledBatch:
-    """The work of one step: request i feeds `num_new_tokens[i]` query tokens starting at its
-    num_computed_tokens — its own tokens followed by `drafts[i]` (a verify block) — and samples
-    afterwards when `samples[i]` is set (one row, or one per draft token plus one)."""
-
-    requests: list[Request] = field(default_factory=list)
-    num_new_tokens: list[int] = field(default_factory=list)
-    samples: list[bool] = field(default_factory=list)
-    drafts: list[list[int]] = field(default_factory=list)
-    page_copies: list[tuple[int, int]] = field(default_factory=list)  # copy-on-write (src, dst)
-    num_preempted: int = 0
-
-    def add(self, req: Request, num_new: int, draft: list[int]) -> None:
-        self.requests.append(req)
-        self.num_new_tokens.append(num_new)
-        self.drafts.append(draft)
-        self.samples.append(
-            req.num_computed_tokens + num_new - len(draft) == len(req.token_ids)
-        )
-
-    @property
-    def num_tokens(self) -> int:
-        return sum(self.num_new_tokens)
-
-    def __len__(self) -> int:
-        return len(self.requests)
+from vibekit.core.cache import Cache
+from vibekit.core.request import Request, RequestStatus
+from vibekit.core.scheduled import ScheduledBatch
 
 
 class Scheduler:
     """Running requests first (decodes and unfinished prefill chunks), then waiting ones while
-    the token budget, `max_num_seqs` and free pages allow. When pages run out, the most recently
-    arrived running request is preempted: its pages are freed and it is recomputed later (its
-    prefix usually comes back from the prefix cache)."""
+    the token budget, `max_num_seqs` and the cache allow. When the cache runs out, the most
+    recently arrived running request is preempted: its cache entries are freed and it is
+    recomputed later (its prefix usually comes back from the prefix cache).
 
-    def __init__(self, config: SchedulerConfig, kv: KVCacheManager, max_model_len: int) -> None:
+    The scheduler sees the model's caches only through the cache protocol (vibekit.core.cache).
+    """
+
+    def __init__(self, config: SchedulerConfig, cache: Cache) -> None:
         self.max_num_batched_tokens = config.max_num_batched_tokens
         self.max_num_seqs = config.max_num_seqs
         self.chunked_prefill = config.enable_chunked_prefill
-        self.kv = kv
-        self.page_size = kv.page_size
-        self.max_model_len = max_model_len
+        self.cache = cache
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.num_preemptions = 0
-        self.state: HybridStateManager | None = None  # hybrid models: set by the engine
 
     # -- queue management ---------------------------------------------------------------------
 
     def add(self, req: Request) -> None:
         req.status = RequestStatus.WAITING
         self.waiting.append(req)
-        if self.state is not None:
-            self.state.on_add(req)
+        self.cache.add(req)
 
     def finish(self, req: Request, reason: str) -> None:
-        """Mark finished, release its pages, drop it from the queues."""
+        """Mark finished, release its cache entries, drop it from the queues."""
         req.finish_reason = reason
         if req.status is RequestStatus.RUNNING:
             self.running.remove(req)
         elif req.status is RequestStatus.WAITING:
             self.waiting.remove(req)
         req.status = RequestStatus.FINISHED
-        self.kv.free(req.page_table)
-        if self.state is not None:
-            self.state.release(req, finished=True)
+        self.cache.free(req, finished=True)
 
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running)
@@ -92,9 +61,7 @@ class Scheduler:
     # -- scheduling ---------------------------------------------------------------------------
 
     def _preempt(self, req: Request) -> None:
-        self.kv.free(req.page_table)
-        if self.state is not None:
-            self.state.release(req, finished=False)
+        self.cache.free(req, finished=False)
         req.num_computed_tokens = 0
         req.status = RequestStatus.WAITING
         req.num_preemptions += 1
@@ -104,20 +71,20 @@ class Scheduler:
     def schedule(self) -> ScheduledBatch:
         batch = ScheduledBatch()
         budget = self.max_num_batched_tokens
+        cache = self.cache
 
         # 1. Requests already running: one decode token each, or the next prefill chunk.
         i = 0
         while i < len(self.running) and budget > 0:
             req = self.running[i]
             num_new = min(len(req.token_ids) - req.num_computed_tokens, budget)
-            if self.state is not None:
-                num_new = self.state.cap_chunk(req, req.num_computed_tokens, num_new)
+            num_new = cache.chunk_limit(req, req.num_computed_tokens, num_new)
             draft = self._draft(req, req.num_computed_tokens + num_new, budget - num_new)
-            if draft and not self.kv.can_allocate(req.page_table, num_new + len(draft)):
+            if draft and not cache.can_allocate(req, num_new + len(draft)):
                 draft = []  # verify later; never preempt others for a speculative block
             num_new += len(draft)
             scheduled = True
-            while not self.kv.can_allocate(req.page_table, num_new):
+            while not cache.can_allocate(req, num_new):
                 victim = self.running.pop()
                 self._preempt(victim)
                 batch.num_preempted += 1
@@ -126,7 +93,7 @@ class Scheduler:
                     break
             if not scheduled:
                 break
-            batch.page_copies += self.kv.allocate(req.page_table, num_new)
+            cache.allocate(req, num_new, len(draft))
             batch.add(req, num_new, draft)
             budget -= num_new
             i += 1
@@ -135,27 +102,25 @@ class Scheduler:
         while (self.waiting and budget > 0 and batch.num_preempted == 0
                and len(self.running) < self.max_num_seqs):
             req = self.waiting[0]
-            pages, hashes = self._match_prefix(req)
-            if self.state is not None and self.state.should_wait(req):
-                break  # a running prefill is about to snapshot a longer shared prefix
-            num_cached = len(pages) * self.page_size
+            match = cache.match(req)
+            if match.wait:
+                break  # a running prefill is about to cache a longer shared prefix
+            num_cached = match.num_cached_tokens
             num_new = len(req.token_ids) - num_cached
             if num_new > budget:
                 if not self.chunked_prefill:
                     break  # whole prompts only; the engine checked one always fits the budget
                 num_new = budget
-            if self.state is not None and self.chunked_prefill:
-                num_new = self.state.cap_chunk(req, num_cached, num_new)
-            if not self.kv.can_allocate(req.page_table, num_new, pages):
+            if self.chunked_prefill:
+                num_new = cache.chunk_limit(req, num_cached, num_new)
+            if not cache.can_admit(req, match, num_new):
                 break
             req.num_computed_tokens = num_cached
             draft = self._draft(req, num_cached + num_new, budget - num_new)
-            if draft and not self.kv.can_allocate(req.page_table, num_new + len(draft), pages):
+            if draft and not cache.can_admit(req, match, num_new + len(draft)):
                 draft = []
             num_new += len(draft)
-            batch.page_copies += self.kv.allocate(req.page_table, num_new, pages, hashes)
-            if self.state is not None:
-                self.state.admit(req, num_cached)  # a state slot, restored from the snapshot
+            cache.admit(req, match, num_new, len(draft))
             if req.num_cached_prompt_tokens < 0:
                 req.num_cached_prompt_tokens = min(num_cached, req.num_prompt_tokens)
             self.waiting.popleft()
@@ -180,10 +145,40 @@ class Scheduler:
             return req.grammar.propose(draft, req.output_token_ids, room)
         return draft
 
-    def _match_prefix(self, req: Request) -> tuple[list[int], list[int]]:
-        pages, hashes = self.kv.match_prefix(req.token_ids, req.extra.get("cache_key"))
-        # At least one token must be computed so the step yields logits to sample from.
-        max_pages = (len(req.token_ids) - 1) // self.page_size
-        if self.state is not None:  # hybrid: only up to the last page with a state snapshot
-            return self.state.match(req, pages[:max_pages], hashes[:max_pages])
-        return pages[:max_pages], hashes[:max_pages]
+    # -- after the forward --------------------------------------------------------------------
+
+    def postprocess(self, batch: ScheduledBatch, emitted: list[list[int]],
+                    append_token: Callable[[Request, int], str | None]) -> list[Request]:
+        """Commit one step: advance each request past what it computed, roll back rejected
+        drafts, append emitted tokens (`append_token` returns a finish reason, or None), finish
+        requests that stopped. Returns the requests that emitted tokens, in batch order.
+
+        emitted[j] belongs to batch.groups[j]: the accepted draft tokens plus the model's next
+        token."""
+        cache = self.cache
+        sampled = {g.index: (g, tokens) for g, tokens in zip(batch.groups, emitted, strict=True)}
+        out: list[Request] = []
+        for i, (req, n) in enumerate(zip(batch.requests, batch.num_new_tokens)):
+            reason = None
+            group_tokens = sampled.get(i)
+            if group_tokens is None:
+                req.num_computed_tokens += n  # a prefill chunk that does not sample yet
+            else:
+                group, tokens = group_tokens
+                draft = group.draft
+                num_accepted = len(tokens) - 1
+                num_rejected = len(draft) - num_accepted
+                req.num_computed_tokens += n - cache.rollback(req, n, num_rejected)
+                if req.drafter is not None:
+                    req.drafter.update(draft, num_accepted, tokens)
+                    req.num_accepted_prediction_tokens += num_accepted
+                    req.num_rejected_prediction_tokens += num_rejected
+                for token in tokens:
+                    reason = append_token(req, token)
+                    if reason is not None:
+                        break
+                out.append(req)
+            cache.commit(req)
+            if reason is not None:
+                self.finish(req, reason)
+        return out

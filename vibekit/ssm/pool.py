@@ -56,10 +56,6 @@ class StatePool:
     def bytes_per_slot(self) -> int:
         return self.nbytes // self.num_slots
 
-    @property
-    def num_free_slots(self) -> int:
-        return len(self._free)
-
     def can_allocate(self) -> bool:
         return bool(self._free)
 

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 import torch
 
-from vibekit.kvcache import PageTable
-from vibekit.runtime.detokenizer import IncrementalDetokenizer
-from vibekit.runtime.outputs import Usage
-from vibekit.runtime.sampling_params import SamplingParams
-from vibekit.spec import PredictionDrafter
-
-if TYPE_CHECKING:
-    from vibekit.grammar import RequestGrammar
+from vibekit.core.outputs import Usage
+from vibekit.core.sampling_params import SamplingParams
 
 
 class RequestStatus(enum.Enum):
@@ -24,38 +19,56 @@ class RequestStatus(enum.Enum):
     FINISHED = "finished"
 
 
+class Drafter(Protocol):
+    """Proposes draft tokens to verify after the output so far (vibekit.spec.PredictionDrafter)."""
+
+    def propose(self, output_ids: Sequence[int], max_tokens: int) -> list[int]: ...
+
+    def update(self, draft: Sequence[int], num_accepted: int, emitted: Sequence[int]) -> None: ...
+
+
+class Grammar(Protocol):
+    """A request's structured-output state (vibekit.grammar.RequestGrammar)."""
+
+    def propose(self, prediction: Sequence[int] | None, output_ids: Sequence[int],
+                max_tokens: int) -> list[int]: ...
+
+    def fill_bitmask(self, bitmask: torch.Tensor, row: int, draft: Sequence[int]) -> None: ...
+
+    def advance(self, token: int) -> bool: ...
+
+
 @dataclass(slots=True, eq=False)
 class Request:
     """A prompt, its sampling settings and everything decoded so far.
 
-    token_ids holds prompt + output. num_computed_tokens counts the leading tokens whose KV is in
-    the cache; the scheduler feeds token_ids[num_computed_tokens:] to the next forward.
+    token_ids holds prompt + output. num_computed_tokens counts the leading tokens whose KV (and,
+    for hybrid models, recurrent state) is in the cache; the scheduler feeds
+    token_ids[num_computed_tokens:] to the next forward. The caches keep their own per-request
+    records (page tables, state slots) keyed by request_id.
     """
 
     request_id: str
     prompt_token_ids: list[int]
     params: SamplingParams
-    generator: torch.Generator | None
-    arrival_index: int
+    generator: torch.Generator | None = None
+    arrival_index: int = 0
     token_ids: list[int] = field(default_factory=list)
     status: RequestStatus = RequestStatus.WAITING
     num_computed_tokens: int = 0
     num_cached_prompt_tokens: int = -1  # -1 until the first schedule
-    page_table: PageTable | None = None  # set by the engine (KVCacheManager.new_table)
     finish_reason: str | None = None
-    detokenizer: IncrementalDetokenizer | None = None
-    text: str = ""
+    text: str = ""  # detokenized output, maintained by the output processor
     num_emitted_tokens: int = 0
     num_emitted_chars: int = 0
     stop_ids: frozenset[int] = frozenset()
     max_len: int = 0  # token_ids may not grow beyond this (min of prompt+max_tokens, max_model_len)
     num_preemptions: int = 0
-    drafter: PredictionDrafter | None = None  # predicted outputs
-    grammar: RequestGrammar | None = None  # structured output (vibekit.grammar)
+    drafter: Drafter | None = None  # predicted outputs
+    grammar: Grammar | None = None  # structured output
     num_accepted_prediction_tokens: int = 0
     num_rejected_prediction_tokens: int = 0
-    state_slot: int = -1  # hybrid models: the recurrent-state slot while running (vibekit.ssm)
-    extra: dict[str, Any] = field(default_factory=dict)
+    prefix_cache_reason: str = ""  # how its prefix matched ("hit", "partial hit: ...", "miss: ...")
 
     def __post_init__(self) -> None:
         if not self.token_ids:

@@ -19,6 +19,12 @@ class SamplingParams:
     stop: strings that end generation (excluded from the text); stop_token_ids: ids that end it.
     ignore_eos: keep generating past the model's EOS tokens.
     response_format: OpenAI shape ({"type": "json_schema", ...} / {"type": "json_object"}).
+    repetition_penalty: HF's / vLLM's: logits of tokens in the prompt or output are divided by it
+        when positive, multiplied when negative (1.0: off; > 1 discourages repeats).
+    frequency_penalty / presence_penalty: OpenAI's, in [-2, 2]: subtract
+        frequency_penalty * count + presence_penalty * (count > 0) for each token's count in
+        the output so far (0: off).
+    logit_bias: OpenAI's {token_id: bias}, bias in [-100, 100], added to that token's logit.
 
     Example: `SamplingParams(max_tokens=64, temperature=0.0, stop=["\\n\\n"])`
     """
@@ -32,6 +38,10 @@ class SamplingParams:
     stop_token_ids: list[int] | None = None
     ignore_eos: bool = False
     response_format: dict[str, Any] | None = None
+    repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: dict[int, float] | None = None
     stop_strings: tuple[str, ...] = field(init=False, repr=False, default=())
 
     def __post_init__(self) -> None:
@@ -70,10 +80,44 @@ class SamplingParams:
                 isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in ids
             ):
                 raise bad("stop_token_ids", ids, "it must be a list of non-negative token ids")
+        if (not _is_number(self.repetition_penalty)
+                or not 0.0 < self.repetition_penalty <= 100.0):
+            raise bad("repetition_penalty", self.repetition_penalty,
+                      "it must be a number in (0, 100] (1.0: off)")
+        for name in ("frequency_penalty", "presence_penalty"):
+            value = getattr(self, name)
+            if not _is_number(value) or not -2.0 <= value <= 2.0:
+                raise bad(name, value, "it must be a number in [-2, 2] (0: off)")
+        if self.logit_bias is not None:
+            if not isinstance(self.logit_bias, dict):
+                raise bad("logit_bias", self.logit_bias, "it must be a dict {token_id: bias}")
+            bias = {}
+            for key, value in self.logit_bias.items():
+                token = _as_token_id(key)
+                if token is None:
+                    raise bad("logit_bias", self.logit_bias,
+                              f"key {key!r} is not a non-negative integer token id")
+                if not _is_number(value) or not -100.0 <= value <= 100.0:
+                    raise bad("logit_bias", self.logit_bias,
+                              f"bias {value!r} of token {key!r} must be a number in [-100, 100]")
+                bias[token] = float(value)
+            self.logit_bias = bias or None
         if self.response_format is not None and not isinstance(self.response_format, dict):
             raise bad("response_format", self.response_format,
                       "it must be a dict in the OpenAI shape")
 
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0.0
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def _as_token_id(key: Any) -> int | None:
+    """An int token id from a logit_bias key (JSON object keys arrive as strings)."""
+    if isinstance(key, bool):
+        return None
+    if isinstance(key, str) and key.isdigit():
+        return int(key)
+    if isinstance(key, int) and key >= 0:
+        return key
+    return None
