@@ -41,7 +41,11 @@ def still_healthy(http):
     (dict(seed=1.5), "seed"),
     (dict(stream="yes"), "stream"),
     (dict(stream_options={"include_usage": True}), "stream_options"),
-    (dict(presence_penalty=1.0), "presence_penalty"),
+    (dict(presence_penalty=3.0), "presence_penalty"),
+    (dict(frequency_penalty=-2.5), "frequency_penalty"),
+    (dict(logit_bias={"x": 1}), "logit_bias"),
+    (dict(logit_bias={"5": 300}), "logit_bias"),
+    (dict(extra_body={"repetition_penalty": 0}), "repetition_penalty"),
     (dict(extra_body={"top_k": "ten"}), "top_k"),
     (dict(extra_body={"ignore_eos": 1}), "ignore_eos"),
 ])

@@ -42,6 +42,19 @@ def test_completion_equals_engine_generate(client, reference):
     assert res.usage.total_tokens == len(ref.prompt_token_ids) + 12
 
 
+def test_penalties_and_logit_bias_reach_the_engine(client, reference):
+    params = greedy(12, ignore_eos=True, frequency_penalty=1.0, presence_penalty=0.5,
+                    repetition_penalty=1.2, logit_bias={65: 4.0})
+    ref = reference.generate([PROMPT], params)[0]
+    plain = reference.generate([PROMPT], greedy(12, ignore_eos=True))[0]
+    assert ref.token_ids != plain.token_ids
+    res = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=12, temperature=0,
+                                    frequency_penalty=1.0, presence_penalty=0.5,
+                                    logit_bias={"65": 4.0},
+                                    extra_body={**IDS, "repetition_penalty": 1.2})
+    assert res.choices[0].model_extra["token_ids"] == ref.token_ids
+
+
 def test_completion_without_ignore_eos_matches_the_engine_finish(client, reference):
     ref = reference.generate([PROMPT], greedy(40))[0]
     res = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=40, temperature=0)

@@ -1,9 +1,10 @@
 """OpenAI request bodies as pydantic models (strict types: "5" is not an integer here).
 
 Besides the OpenAI fields, requests take vLLM-style extras (send them with the openai client's
-`extra_body`): `top_k`, `ignore_eos`, `stop_token_ids` and `return_token_ids` (adds the generated
+`extra_body`): `top_k`, `repetition_penalty`, `ignore_eos`, `stop_token_ids` and `return_token_ids`
+(adds the generated
 `token_ids` to each choice and the `prompt_token_ids`). Unknown fields are ignored; known OpenAI
-fields this server cannot honour (penalties, logprobs, tools...) are rejected with a 400.
+fields this server cannot honour (logprobs, tools...) are rejected with a 400.
 """
 
 from __future__ import annotations
@@ -55,24 +56,23 @@ class SamplingRequest(_Body):
     stream_options: StreamOptions | None = None
     response_format: dict[str, Any] | None = None
     prediction: Prediction | None = None
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     logit_bias: dict[str, float] | None = None
     user: str | None = None
     # vLLM-style extras
     top_k: int | None = Field(default=None, ge=-1)
+    repetition_penalty: float | None = Field(default=None, gt=0.0, le=100.0)
     ignore_eos: bool = False
     stop_token_ids: list[NonNegInt] | None = None
     return_token_ids: bool = False
 
     def check_supported(self) -> None:
         """Reject fields we parse but cannot honour (a 400 naming the field)."""
-        for name in ("frequency_penalty", "presence_penalty"):
-            if getattr(self, name):
-                raise APIError(f"{name} is not supported by this server; omit it or pass 0",
-                               param=name)
-        if self.logit_bias:
-            raise APIError("logit_bias is not supported by this server", param="logit_bias")
+        for key, bias in (self.logit_bias or {}).items():
+            if not key.isdigit() or not -100.0 <= bias <= 100.0:
+                raise APIError(f"logit_bias maps token ids (digit strings) to biases in "
+                               f"[-100, 100]; got {key!r}: {bias}", param="logit_bias")
         if self.stream_options is not None and not self.stream:
             raise APIError("stream_options is only allowed when stream is true",
                            param="stream_options")

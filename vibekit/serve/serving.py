@@ -52,6 +52,10 @@ def sampling_params(req: SamplingRequest, max_tokens: int, choice: int) -> Sampl
         stop_token_ids=req.stop_token_ids,
         ignore_eos=req.ignore_eos,
         response_format=req.structured_format,
+        repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
+        frequency_penalty=req.frequency_penalty or 0.0,
+        presence_penalty=req.presence_penalty or 0.0,
+        logit_bias={int(k): v for k, v in req.logit_bias.items()} if req.logit_bias else None,
     )
 
 
