@@ -123,6 +123,11 @@ class ForwardBatch:
         return self.input_ids.shape[0]
 
     @property
+    def kv_append_backend(self) -> str:
+        """kv_append follows attention_backend; its one torch path is the reference."""
+        return "ref" if self.attention_backend == "torch" else self.attention_backend
+
+    @property
     def is_decode(self) -> bool:
         """Every sequence contributes exactly one query token."""
         return self.max_q_len == 1

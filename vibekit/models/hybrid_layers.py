@@ -97,7 +97,7 @@ class HybridAttention(nn.Module):
         q = torch.cat([q_rot, q[..., r:]], dim=-1)
         k = torch.cat([k_rot, k[..., r:]], dim=-1)
         k_cache, v_cache = batch.kv_caches[self.kv_index]
-        kv_append(k, v, k_cache, v_cache, batch.slot_mapping, backend=batch.attention_backend)
+        kv_append(k, v, k_cache, v_cache, batch.slot_mapping, backend=batch.kv_append_backend)
         out = paged_attention(
             q, k_cache, v_cache, batch.qo_indptr, batch.page_table, batch.kv_lens,
             scale=self.scale, max_q_len=batch.max_q_len, max_kv_len=batch.max_kv_len,

@@ -64,7 +64,7 @@ class LlamaAttention(nn.Module):
             k = self.k_norm(k)
         q, k = apply_rope(q, k, batch.positions, cos, sin)
         k_cache, v_cache = batch.kv_caches[self.layer_id]
-        kv_append(k, v, k_cache, v_cache, batch.slot_mapping, backend=batch.attention_backend)
+        kv_append(k, v, k_cache, v_cache, batch.slot_mapping, backend=batch.kv_append_backend)
         out = paged_attention(
             q, k_cache, v_cache, batch.qo_indptr, batch.page_table, batch.kv_lens,
             scale=self.scale, max_q_len=batch.max_q_len, max_kv_len=batch.max_kv_len,

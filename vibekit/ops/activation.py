@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from vibekit.ops.registry import register, resolve
+
 
 def silu_and_mul_ref(x: torch.Tensor) -> torch.Tensor:
     """Reference implementation of SiLU-and-mul.
@@ -16,7 +18,9 @@ def silu_and_mul_ref(x: torch.Tensor) -> torch.Tensor:
 
 
 def silu_and_mul(x: torch.Tensor, backend: str = "auto") -> torch.Tensor:
-    """silu(gate) * up for x = [gate | up] along the last dim. Backends: auto, ref."""
-    if backend not in ("auto", "ref", "torch", "triton"):
-        raise ValueError(f"unknown backend {backend!r} for silu_and_mul")
-    return silu_and_mul_ref(x)
+    """silu(gate) * up for x = [gate | up] along the last dim. Backends: ref, triton."""
+    return resolve("silu_and_mul", backend, x.device)(x)
+
+
+register("silu_and_mul", "ref", silu_and_mul_ref)
+register("silu_and_mul", "triton", "vibekit.ops.triton.activation:silu_and_mul_triton")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from vibekit.ops.kv_append import _has_triton
+from vibekit.ops.registry import register, resolve
 
 
 def _gather_kv(cache: torch.Tensor, pages: torch.Tensor, kv_len: int) -> torch.Tensor:
@@ -70,30 +70,29 @@ def paged_attention(
     """Paged causal attention over a ragged batch (see `paged_attention_ref` for the contract).
 
     max_q_len / max_kv_len are host-side bounds that spare the fast backends a device sync.
-    Backends: "ref" (the spec), "torch" (vectorized SDPA), "triton" (CUDA), "auto".
+    Backends: "ref" (the spec), "torch" (vectorized SDPA), "triton" (a decode kernel for
+    one-token batches, else the ragged append kernel).
     """
-    if backend == "auto":
-        backend = "triton" if q.is_cuda and _has_triton() else "torch"
-    if backend == "ref":
-        return paged_attention_ref(q, k_cache, v_cache, qo_indptr, page_table, kv_lens, scale)
-    if backend == "torch":
-        from vibekit.ops.attention_torch import paged_attention_torch
+    return resolve("paged_attention", backend, q.device)(
+        q, k_cache, v_cache, qo_indptr, page_table, kv_lens, scale, max_q_len, max_kv_len)
 
-        return paged_attention_torch(
-            q, k_cache, v_cache, qo_indptr, page_table, kv_lens, scale,
-            max_q_len=max_q_len, max_kv_len=max_kv_len,
-        )
-    if backend == "triton":
-        from vibekit.ops.triton.attention import (
-            paged_attention_triton,
-            paged_decode_attention_triton,
-        )
 
-        if max_q_len == 1 and q.shape[0] == kv_lens.shape[0]:
-            return paged_decode_attention_triton(q, k_cache, v_cache, page_table, kv_lens, scale,
-                                                 max_kv_len=max_kv_len)
-        return paged_attention_triton(q, k_cache, v_cache, qo_indptr, page_table, kv_lens, scale,
-                                      max_q_len=max_q_len, max_kv_len=max_kv_len)
-    raise ValueError(
-        f"unknown backend {backend!r} for paged_attention; allowed: auto, ref, torch, triton"
-    )
+def _paged_attention_ref(q, k_cache, v_cache, qo_indptr, page_table, kv_lens, scale,
+                         max_q_len, max_kv_len):
+    return paged_attention_ref(q, k_cache, v_cache, qo_indptr, page_table, kv_lens, scale)
+
+
+def _paged_attention_triton(q, k_cache, v_cache, qo_indptr, page_table, kv_lens, scale,
+                            max_q_len, max_kv_len):
+    from vibekit.ops.triton.attention import paged_attention_triton, paged_decode_attention_triton
+
+    if max_q_len == 1 and q.shape[0] == kv_lens.shape[0]:
+        return paged_decode_attention_triton(q, k_cache, v_cache, page_table, kv_lens, scale,
+                                             max_kv_len=max_kv_len)
+    return paged_attention_triton(q, k_cache, v_cache, qo_indptr, page_table, kv_lens, scale,
+                                  max_q_len=max_q_len, max_kv_len=max_kv_len)
+
+
+register("paged_attention", "ref", _paged_attention_ref)
+register("paged_attention", "torch", "vibekit.ops.attention_torch:paged_attention_torch")
+register("paged_attention", "triton", _paged_attention_triton)

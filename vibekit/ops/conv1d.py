@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vibekit.ops.kv_append import _has_triton
+from vibekit.ops.registry import register, resolve
 
 
 def _activate(x: torch.Tensor, activation: str | None) -> torch.Tensor:
@@ -72,24 +72,29 @@ def causal_conv1d(
 ) -> torch.Tensor:
     """Causal conv1d over a ragged batch (see `causal_conv1d_ref`), updating `conv_states`.
 
-    A batch of single tokens (max_q_len == 1) takes the decode path (`causal_conv1d_update_ref`).
-    Backends: "ref"/"torch" (plain torch), "triton", "auto" (triton on CUDA when installed).
-    Example::
+    Backends: "ref" (plain torch; a batch of single tokens, max_q_len == 1, takes the decode
+    update `causal_conv1d_update_ref`), "triton". Example::
 
         y = causal_conv1d(x, w, b, conv_states, slots, qo_indptr, "silu", max_q_len=batch.max_q_len)
     """
-    if backend == "auto":
-        backend = "triton" if x.is_cuda and _has_triton() else "torch"
-    is_decode = max_q_len == 1 and x.shape[0] == state_slots.shape[0]
-    if backend in ("ref", "torch"):
-        if is_decode:
-            return causal_conv1d_update_ref(x, weight, bias, conv_states, state_slots, activation)
-        return causal_conv1d_ref(x, weight, bias, conv_states, state_slots, qo_indptr, activation)
-    if backend == "triton":
-        from vibekit.ops.triton.conv1d import causal_conv1d_triton
+    return resolve("causal_conv1d", backend, x.device)(
+        x, weight, bias, conv_states, state_slots, qo_indptr, activation, max_q_len)
 
-        return causal_conv1d_triton(x, weight, bias, conv_states, state_slots, qo_indptr,
-                                    activation, max_q_len=max_q_len)
-    raise ValueError(
-        f"unknown backend {backend!r} for causal_conv1d; allowed: auto, ref, torch, triton"
-    )
+
+def _causal_conv1d_ref(x, weight, bias, conv_states, state_slots, qo_indptr, activation,
+                       max_q_len):
+    if max_q_len == 1 and x.shape[0] == state_slots.shape[0]:
+        return causal_conv1d_update_ref(x, weight, bias, conv_states, state_slots, activation)
+    return causal_conv1d_ref(x, weight, bias, conv_states, state_slots, qo_indptr, activation)
+
+
+def _causal_conv1d_triton(x, weight, bias, conv_states, state_slots, qo_indptr, activation,
+                          max_q_len):
+    from vibekit.ops.triton.conv1d import causal_conv1d_triton
+
+    return causal_conv1d_triton(x, weight, bias, conv_states, state_slots, qo_indptr,
+                                activation, max_q_len=max_q_len)
+
+
+register("causal_conv1d", "ref", _causal_conv1d_ref)
+register("causal_conv1d", "triton", _causal_conv1d_triton)

@@ -8,10 +8,12 @@ L2-normalized and shared by the value heads of a key head.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
-from vibekit.ops.kv_append import _has_triton
+from vibekit.ops.registry import register, resolve
 
 
 def _prepare(q: torch.Tensor, k: torch.Tensor, num_v_heads: int,
@@ -116,19 +118,15 @@ def gated_delta_rule(
 
     q, k: [T, Hk, Dk]; v: [T, Hv, Dv]; g, beta: [T, Hv]; states: [num_slots, Hv, Dk, Dv];
     state_slots: [B]; qo_indptr: [B+1]. Returns o [T, Hv, Dv] float32. Backends: "ref" (token by
-    token), "torch" (chunked; single-token batches use the recurrent update), "triton", "auto".
+    token), "torch" (chunked), "triton"; a batch of single tokens takes the recurrent update in
+    both torch paths.
     """
-    if backend == "auto":
-        backend = "triton" if v.is_cuda and _has_triton() else "torch"
-    if backend == "triton":
-        from vibekit.ops.triton.gated_delta import gated_delta_rule_triton
+    return resolve("gated_delta_rule", backend, v.device)(
+        q, k, v, g, beta, states, state_slots, qo_indptr, use_qk_l2norm, chunk_size, max_q_len)
 
-        return gated_delta_rule_triton(q, k, v, g, beta, states, state_slots, qo_indptr,
-                                       use_qk_l2norm=use_qk_l2norm)
-    if backend not in ("ref", "torch"):
-        raise ValueError(
-            f"unknown backend {backend!r} for gated_delta_rule; allowed: auto, ref, torch, triton"
-        )
+
+def _gated_delta_ragged(q, k, v, g, beta, states, state_slots, qo_indptr, use_qk_l2norm,
+                        chunk_size, max_q_len, chunked: bool):
     if max_q_len == 1 and v.shape[0] == state_slots.shape[0]:
         return gated_delta_update_ref(q, k, v, g, beta, states, state_slots, use_qk_l2norm)
     o = torch.empty(v.shape, dtype=torch.float32, device=v.device)
@@ -139,9 +137,22 @@ def gated_delta_rule(
         slot = int(state_slots[b])
         args = (q[q0:q1], k[q0:q1], v[q0:q1], g[q0:q1], beta[q0:q1], states[slot],
                 use_qk_l2norm)
-        if backend == "ref" or q1 - q0 == 1:
+        if not chunked or q1 - q0 == 1:
             o[q0:q1], final = gated_delta_rule_ref(*args)
         else:
             o[q0:q1], final = gated_delta_rule_chunked_torch(*args, chunk_size=chunk_size)
         states[slot] = final.to(states.dtype)
     return o
+
+
+def _gated_delta_triton(q, k, v, g, beta, states, state_slots, qo_indptr, use_qk_l2norm,
+                        chunk_size, max_q_len):
+    from vibekit.ops.triton.gated_delta import gated_delta_rule_triton
+
+    return gated_delta_rule_triton(q, k, v, g, beta, states, state_slots, qo_indptr,
+                                   use_qk_l2norm=use_qk_l2norm)
+
+
+register("gated_delta_rule", "ref", functools.partial(_gated_delta_ragged, chunked=False))
+register("gated_delta_rule", "torch", functools.partial(_gated_delta_ragged, chunked=True))
+register("gated_delta_rule", "triton", _gated_delta_triton)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from vibekit.ops.registry import register, resolve
+
 
 def kv_append_ref(
     k: torch.Tensor, v: torch.Tensor,
@@ -30,25 +32,10 @@ def kv_append(
     """Scatter k, v [T, Hk, D] into k_cache, v_cache [num_pages, page_size, Hk, D] at
     slot_mapping [T].
 
-    Backends: "ref"/"torch" (index_put), "triton" (CUDA), "auto" (triton on CUDA when installed).
+    Backends: "ref" (one index_put: the spec is already the fast torch path), "triton".
     """
-    if backend == "auto":
-        backend = "triton" if k.is_cuda and _has_triton() else "torch"
-    if backend in ("ref", "torch"):
-        kv_append_ref(k, v, k_cache, v_cache, slot_mapping)
-    elif backend == "triton":
-        from vibekit.ops.triton.kv_append import kv_append_triton
-
-        kv_append_triton(k, v, k_cache, v_cache, slot_mapping)
-    else:
-        raise ValueError(
-            f"unknown backend {backend!r} for kv_append; allowed: auto, ref, torch, triton"
-        )
+    resolve("kv_append", backend, k.device)(k, v, k_cache, v_cache, slot_mapping)
 
 
-def _has_triton() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+register("kv_append", "ref", kv_append_ref)
+register("kv_append", "triton", "vibekit.ops.triton.kv_append:kv_append_triton")

@@ -6,10 +6,12 @@ output is y_t = S_t C_t + D_h x_t, with B and C shared by the heads of a group.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
-from vibekit.ops.kv_append import _has_triton
+from vibekit.ops.registry import register, resolve
 
 
 def _per_head(t: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -124,21 +126,17 @@ def mamba2_scan(
 
     x: [T, H, P]; dt: [T, H]; A: [H]; B, C: [T, G, N]; D: [H] or None;
     ssm_states: [num_slots, H, P, N]; state_slots: [B]; qo_indptr: [B+1]. Returns y [T, H, P]
-    float32. Backends: "ref" (token by token), "torch" (chunked SSD; single-token batches use
-    the decode update), "triton", "auto". Example::
+    float32. Backends: "ref" (token by token), "torch" (chunked SSD), "triton"; a batch of
+    single tokens takes the decode update in both torch paths. Example::
 
         y = mamba2_scan(x, dt, A, B, C, D, states, slots, batch.qo_indptr, max_q_len=1)
     """
-    if backend == "auto":
-        backend = "triton" if x.is_cuda and _has_triton() else "torch"
-    if backend == "triton":
-        from vibekit.ops.triton.mamba2_scan import mamba2_scan_triton
+    return resolve("mamba2_scan", backend, x.device)(
+        x, dt, A, B, C, D, ssm_states, state_slots, qo_indptr, chunk_size, max_q_len)
 
-        return mamba2_scan_triton(x, dt, A, B, C, D, ssm_states, state_slots, qo_indptr)
-    if backend not in ("ref", "torch"):
-        raise ValueError(
-            f"unknown backend {backend!r} for mamba2_scan; allowed: auto, ref, torch, triton"
-        )
+
+def _mamba2_scan_ragged(x, dt, A, B, C, D, ssm_states, state_slots, qo_indptr, chunk_size,
+                        max_q_len, chunked: bool):
     if max_q_len == 1 and x.shape[0] == state_slots.shape[0]:
         return mamba2_state_update_ref(x, dt, A, B, C, D, ssm_states, state_slots)
     y = torch.empty(x.shape, dtype=torch.float32, device=x.device)
@@ -148,9 +146,21 @@ def mamba2_scan(
             continue
         slot = int(state_slots[b])
         args = (x[q0:q1], dt[q0:q1], A, B[q0:q1], C[q0:q1], D, ssm_states[slot])
-        if backend == "ref" or q1 - q0 == 1:
+        if not chunked or q1 - q0 == 1:
             y[q0:q1], final = mamba2_scan_ref(*args)
         else:
             y[q0:q1], final = mamba2_chunk_scan_torch(*args, chunk_size=chunk_size)
         ssm_states[slot] = final.to(ssm_states.dtype)
     return y
+
+
+def _mamba2_scan_triton(x, dt, A, B, C, D, ssm_states, state_slots, qo_indptr, chunk_size,
+                        max_q_len):
+    from vibekit.ops.triton.mamba2_scan import mamba2_scan_triton
+
+    return mamba2_scan_triton(x, dt, A, B, C, D, ssm_states, state_slots, qo_indptr)
+
+
+register("mamba2_scan", "ref", functools.partial(_mamba2_scan_ragged, chunked=False))
+register("mamba2_scan", "torch", functools.partial(_mamba2_scan_ragged, chunked=True))
+register("mamba2_scan", "triton", _mamba2_scan_triton)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from vibekit.ops.registry import register, resolve
+
 
 def rms_norm_ref(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """Reference implementation of RMSNorm, computed in float32 like HF transformers.
@@ -19,7 +21,9 @@ def rms_norm_ref(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Ten
 def rms_norm(
     x: torch.Tensor, weight: torch.Tensor, eps: float, backend: str = "auto"
 ) -> torch.Tensor:
-    """RMSNorm over the last dim. x: [..., D], weight: [D]. Backends: auto, ref."""
-    if backend not in ("auto", "ref", "torch", "triton"):
-        raise ValueError(f"unknown backend {backend!r} for rms_norm")
-    return rms_norm_ref(x, weight, eps)
+    """RMSNorm over the last dim. x: [..., D], weight: [D]. Backends: ref, triton."""
+    return resolve("rms_norm", backend, x.device)(x, weight, eps)
+
+
+register("rms_norm", "ref", rms_norm_ref)
+register("rms_norm", "triton", "vibekit.ops.triton.norm:rms_norm_triton")

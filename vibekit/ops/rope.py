@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from vibekit.ops.registry import register, resolve
+
 
 def rope_inv_freq(
     head_dim: int, theta: float, scaling: dict[str, Any] | None = None
@@ -74,7 +76,9 @@ def apply_rope(
     q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor,
     cos_cache: torch.Tensor, sin_cache: torch.Tensor, backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply RoPE to q [T, Hq, D] and k [T, Hk, D] at `positions` [T]. Backends: auto, ref."""
-    if backend not in ("auto", "ref", "torch", "triton"):
-        raise ValueError(f"unknown backend {backend!r} for apply_rope")
-    return apply_rope_ref(q, k, positions, cos_cache, sin_cache)
+    """Apply RoPE to q [T, Hq, D] and k [T, Hk, D] at `positions` [T]. Backends: ref, triton."""
+    return resolve("apply_rope", backend, q.device)(q, k, positions, cos_cache, sin_cache)
+
+
+register("apply_rope", "ref", apply_rope_ref)
+register("apply_rope", "triton", "vibekit.ops.triton.rope:apply_rope_triton")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from vibekit.ops.registry import register, resolve
+
 
 def apply_top_k_top_p(
     logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor
@@ -71,7 +73,9 @@ def sample(
     logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
     generators: list[torch.Generator | None], backend: str = "auto",
 ) -> torch.Tensor:
-    """Sample one token per row of logits [S, V]; see `sample_ref`. Backends: auto, ref."""
-    if backend not in ("auto", "ref", "torch", "triton"):
-        raise ValueError(f"unknown backend {backend!r} for sample")
-    return sample_ref(logits, temperature, top_k, top_p, generators)
+    """Sample one token per row of logits [S, V]; see `sample_ref`. Backends: ref."""
+    return resolve("sample", backend, logits.device)(logits, temperature, top_k, top_p,
+                                                     generators)
+
+
+register("sample", "ref", sample_ref)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import sys
 
 import torch
+
+from vibekit.ops.registry import register, resolve, set_auto_order
 
 _MIN_XGRAMMAR_VOCAB = 32
 
@@ -74,52 +75,43 @@ def apply_token_bitmask(logits: torch.Tensor, bitmask: torch.Tensor,
     CPU "torch", which bench_grammar.py measures 3-7x faster than xgrammar's CPU kernel at
     batch 16; on CUDA xgrammar's Triton kernel when installed, else "triton" (no GPU was lent
     to measure them against each other; bench_grammar.py times every backend).
-
-    NOTE: xgrammar's CPU kernel (0.2.8) writes past the end of logits when V < 8, so the
-    xgrammar backend refuses V < _MIN_XGRAMMAR_VOCAB.
     """
+    return resolve("apply_token_bitmask", backend, logits.device)(logits, bitmask, indices)
+
+
+def _apply_token_bitmask_triton(logits, bitmask, indices):
+    from vibekit.ops.triton.token_bitmask import apply_token_bitmask_triton
+
+    apply_token_bitmask_triton(logits, bitmask, indices)
+    return logits
+
+
+def _apply_token_bitmask_xgrammar(logits, bitmask, indices):
+    """NOTE: xgrammar's CPU kernel (0.2.8) writes past the end of logits when V < 8, so this
+    backend refuses V < _MIN_XGRAMMAR_VOCAB."""
+    import xgrammar
+
     vocab = logits.shape[-1]
-    if backend == "auto":
-        if not logits.is_cuda:
-            backend = "torch"
-        elif _has("xgrammar") and logits.dtype in (torch.float32, torch.float16, torch.bfloat16):
-            backend = "xgrammar"
-        else:
-            backend = "triton" if _has("triton") else "torch"
-    if backend == "ref":
-        return apply_token_bitmask_ref(logits, bitmask, indices)
-    if backend == "torch":
-        return apply_token_bitmask_torch(logits, bitmask, indices)
-    if backend == "triton":
-        from vibekit.ops.triton.token_bitmask import apply_token_bitmask_triton
-
-        apply_token_bitmask_triton(logits, bitmask, indices)
-        return logits
-    if backend == "xgrammar":
-        import xgrammar
-
-        if vocab < _MIN_XGRAMMAR_VOCAB:
-            raise ValueError(f"the xgrammar backend needs V >= {_MIN_XGRAMMAR_VOCAB} (its CPU "
-                             f"kernel overruns smaller rows), got V = {vocab}; use ref or triton")
-        assert bitmask.shape == (logits.shape[0], -(-vocab // 32)), (
-            f"bitmask {tuple(bitmask.shape)} does not match logits {tuple(logits.shape)}"
-        )
-        rows = None if indices is None else indices.tolist()
-        if logits.is_cuda:
-            xgrammar.apply_token_bitmask_inplace(logits, bitmask, vocab_size=vocab, indices=rows)
-        else:  # the CPU kernel itself: the dispatcher's checks cost more than a small vocab
-            from xgrammar.kernels.apply_token_bitmask_inplace_cpu import (
-                apply_token_bitmask_inplace_cpu,
-            )
-
-            apply_token_bitmask_inplace_cpu(logits, bitmask, vocab, rows)
-        return logits
-    raise ValueError(
-        f"unknown backend {backend!r} for apply_token_bitmask; allowed: auto, ref, torch, "
-        f"triton, xgrammar"
+    if vocab < _MIN_XGRAMMAR_VOCAB:
+        raise ValueError(f"the xgrammar backend needs V >= {_MIN_XGRAMMAR_VOCAB} (its CPU "
+                         f"kernel overruns smaller rows), got V = {vocab}; use ref or triton")
+    assert bitmask.shape == (logits.shape[0], -(-vocab // 32)), (
+        f"bitmask {tuple(bitmask.shape)} does not match logits {tuple(logits.shape)}"
     )
+    rows = None if indices is None else indices.tolist()
+    if logits.is_cuda:
+        xgrammar.apply_token_bitmask_inplace(logits, bitmask, vocab_size=vocab, indices=rows)
+    else:  # the CPU kernel itself: the dispatcher's checks cost more than a small vocab
+        from xgrammar.kernels.apply_token_bitmask_inplace_cpu import (
+            apply_token_bitmask_inplace_cpu,
+        )
+
+        apply_token_bitmask_inplace_cpu(logits, bitmask, vocab, rows)
+    return logits
 
 
-@functools.cache
-def _has(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+register("apply_token_bitmask", "ref", apply_token_bitmask_ref)
+register("apply_token_bitmask", "torch", apply_token_bitmask_torch)
+register("apply_token_bitmask", "triton", _apply_token_bitmask_triton)
+register("apply_token_bitmask", "xgrammar", _apply_token_bitmask_xgrammar)
+set_auto_order("apply_token_bitmask", "cuda", ("xgrammar", "triton", "torch", "ref"))
