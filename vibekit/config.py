@@ -8,13 +8,6 @@ from typing import Any
 
 import torch
 
-SUPPORTED_ARCHITECTURES = {
-    "llama": "LlamaForCausalLM",
-    "mistral": "MistralForCausalLM",
-    "qwen2": "Qwen2ForCausalLM",
-    "qwen3": "Qwen3ForCausalLM",
-}
-
 _DTYPES = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -43,7 +36,9 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The shape of a dense decoder-only transformer (llama / mistral / qwen2 / qwen3 family)."""
+    """The shape of a decoder-only transformer. Each model family maps its HF config.json onto
+    it in its own file (`config_from_hf` in vibekit/models/<family>.py, found through
+    vibekit.models.registry); `hf_common_fields` maps the fields every family shares."""
 
     model_type: str
     vocab_size: int
@@ -70,11 +65,6 @@ class ModelConfig:
     pad_token_id: int | None = None
 
     def __post_init__(self) -> None:
-        if self.model_type not in SUPPORTED_ARCHITECTURES:
-            raise ValueError(
-                f"model_type {self.model_type!r} is not supported; "
-                f"supported: {sorted(SUPPORTED_ARCHITECTURES)}"
-            )
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers",
                      "num_qo_heads", "num_kv_heads", "head_dim"):
             if getattr(self, name) <= 0:
@@ -99,63 +89,6 @@ class ModelConfig:
             return "default"
         return self.rope_scaling.get("rope_type", self.rope_scaling.get("type", "default"))
 
-    @classmethod
-    def from_hf(cls, hf: dict[str, Any] | Any) -> ModelConfig:
-        """Build from an HF `config.json` dict (or a transformers PretrainedConfig)."""
-        if not isinstance(hf, dict):
-            hf = hf.to_dict()
-        model_type = hf.get("model_type")
-        if model_type not in SUPPORTED_ARCHITECTURES:
-            archs = hf.get("architectures") or []
-            raise ValueError(
-                f"model_type {model_type!r} (architectures {archs}) is not supported; "
-                f"supported: {sorted(SUPPORTED_ARCHITECTURES)}"
-            )
-        num_qo_heads = hf["num_attention_heads"]
-        head_dim = hf.get("head_dim") or hf["hidden_size"] // num_qo_heads
-        rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-        rope = dict(rope)
-        rope_theta = float(rope.pop("rope_theta", hf.get("rope_theta", 10000.0)))
-        rope_type = rope.get("rope_type", rope.get("type", "default"))
-        rope_scaling = None if rope_type == "default" else rope
-        if rope_type == "llama3" and "original_max_position_embeddings" not in rope:
-            # HF falls back to the top-level field, then to max_position_embeddings (not 8192).
-            rope["original_max_position_embeddings"] = hf.get(
-                "original_max_position_embeddings", hf.get("max_position_embeddings", 2048))
-        eos = hf.get("eos_token_id")
-        if isinstance(eos, (list, tuple)):
-            eos_ids = tuple(eos)
-        else:
-            eos_ids = (eos,) if eos is not None else ()
-        sliding = hf.get("sliding_window")
-        if model_type == "qwen2" or model_type == "qwen3":
-            if not hf.get("use_sliding_window", False):
-                sliding = None
-        return cls(
-            model_type=model_type,
-            vocab_size=hf["vocab_size"],
-            hidden_size=hf["hidden_size"],
-            intermediate_size=hf["intermediate_size"],
-            num_layers=hf["num_hidden_layers"],
-            num_qo_heads=num_qo_heads,
-            num_kv_heads=hf.get("num_key_value_heads") or num_qo_heads,
-            head_dim=head_dim,
-            rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-            rope_theta=rope_theta,
-            rope_scaling=rope_scaling,
-            max_position_embeddings=hf.get("max_position_embeddings", 2048),
-            tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
-            attention_bias=(model_type == "qwen2") or bool(hf.get("attention_bias", False)),
-            o_proj_bias=model_type != "qwen2" and bool(hf.get("attention_bias", False)),
-            mlp_bias=bool(hf.get("mlp_bias", False)),
-            qk_norm=model_type == "qwen3",
-            hidden_act=hf.get("hidden_act", "silu"),
-            sliding_window=sliding,
-            bos_token_id=hf.get("bos_token_id"),
-            eos_token_ids=eos_ids,
-            pad_token_id=hf.get("pad_token_id"),
-        )
-
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
@@ -173,6 +106,43 @@ class ModelConfig:
         layer = attn + mlp + 2 * h
         emb = v * h * (1 if self.tie_word_embeddings else 2)
         return self.num_layers * layer + emb + h
+
+
+def hf_common_fields(hf: dict[str, Any]) -> dict[str, Any]:
+    """The ModelConfig fields every family reads the same way from an HF config.json dict:
+    sizes, heads, RoPE (rope_parameters / rope_scaling, rope_theta), norms, embeddings tying,
+    special token ids. A family's `config_from_hf` adds or overrides its own."""
+    num_qo_heads = hf["num_attention_heads"]
+    rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
+    rope_theta = float(rope.pop("rope_theta", hf.get("rope_theta", 10000.0)))
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type == "llama3" and "original_max_position_embeddings" not in rope:
+        # HF falls back to the top-level field, then to max_position_embeddings (not 8192).
+        rope["original_max_position_embeddings"] = hf.get(
+            "original_max_position_embeddings", hf.get("max_position_embeddings", 2048))
+    eos = hf.get("eos_token_id")
+    eos_ids = tuple(eos) if isinstance(eos, (list, tuple)) else ((eos,) if eos is not None
+                                                                 else ())
+    return dict(
+        model_type=hf.get("model_type"),
+        vocab_size=hf["vocab_size"],
+        hidden_size=hf["hidden_size"],
+        intermediate_size=hf["intermediate_size"],
+        num_layers=hf["num_hidden_layers"],
+        num_qo_heads=num_qo_heads,
+        num_kv_heads=hf.get("num_key_value_heads") or num_qo_heads,
+        head_dim=hf.get("head_dim") or hf["hidden_size"] // num_qo_heads,
+        rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        rope_theta=rope_theta,
+        rope_scaling=None if rope_type == "default" else rope,
+        max_position_embeddings=hf.get("max_position_embeddings", 2048),
+        tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        mlp_bias=bool(hf.get("mlp_bias", False)),
+        hidden_act=hf.get("hidden_act", "silu"),
+        bos_token_id=hf.get("bos_token_id"),
+        eos_token_ids=eos_ids,
+        pad_token_id=hf.get("pad_token_id"),
+    )
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,52 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vibekit.config import hf_common_fields
 from vibekit.core.forward_batch import ForwardBatch
-from vibekit.models.hybrid_config import HybridConfig
-from vibekit.models.hybrid_layers import DepthwiseConv, GatedMLP, HybridAttention, HybridForCausalLM
-from vibekit.models.layers import RMSNorm
+from vibekit.models.hybrid_config import HybridConfig, as_float
+from vibekit.models.hybrid_layers import DepthwiseConv, HybridForCausalLM
+from vibekit.models.layers import Attention, GatedMLP, RMSNorm
 from vibekit.ops.conv1d import causal_conv1d
 from vibekit.ops.mamba2_scan import mamba2_scan
 from vibekit.ssm.spec import StateSpec
+
+MODEL_TYPES = {"bamba": "BambaForCausalLM"}
+
+
+def config_from_hf(hf: dict) -> HybridConfig:
+    """HybridConfig from a Bamba config.json (Mamba2 layers, attention at attn_layer_indices)."""
+    common = hf_common_fields(hf)
+    num_layers = common["num_layers"]
+    rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
+    attn = set(hf.get("attn_layer_indices") or [])
+    hidden = hf["hidden_size"]
+    expand = hf.get("mamba_expand", 2)
+    num_heads = hf.get("mamba_n_heads", 128)
+    head_dim = hf.get("mamba_d_head", "auto")
+    if head_dim == "auto":
+        head_dim = expand * hidden // num_heads
+    limit = hf.get("time_step_limit") or (0.0, float("inf"))
+    return HybridConfig(
+        **common,
+        attention_bias=bool(hf.get("attention_bias", False)),
+        mixer="mamba2",
+        layer_types=tuple("full_attention" if i in attn else "linear_attention"
+                          for i in range(num_layers)),
+        partial_rotary_factor=float(rope.get("partial_rotary_factor",
+                                             hf.get("partial_rotary_factor", 1.0))),
+        mamba_num_heads=num_heads, mamba_head_dim=head_dim,
+        mamba_num_groups=hf.get("mamba_n_groups", 1),
+        mamba_state_size=hf.get("mamba_d_state", 256),
+        mamba_conv_kernel=hf.get("mamba_d_conv", 4), mamba_expand=expand,
+        mamba_chunk_size=hf.get("mamba_chunk_size", 256),
+        mamba_conv_bias=bool(hf.get("mamba_conv_bias", True)),
+        mamba_proj_bias=bool(hf.get("mamba_proj_bias", False)),
+        time_step_limit=(as_float(limit[0]), as_float(limit[1])),
+    )
+
+
+def model_class(config: HybridConfig) -> type[nn.Module]:
+    return BambaForCausalLM
 
 
 class GroupGatedRMSNorm(nn.Module):
@@ -81,7 +120,9 @@ class BambaDecoderLayer(nn.Module):
         self.is_attention = config.layer_types[layer_id] == "full_attention"
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         if self.is_attention:
-            self.self_attn = HybridAttention(config, index)
+            self.self_attn = Attention(config, index, bias=config.attention_bias,
+                                       o_bias=config.attention_bias,
+                                       rotary_dim=config.rotary_dim)
         else:
             self.mamba = Mamba2Mixer(config, index)
         self.pre_ff_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)

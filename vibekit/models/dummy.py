@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from vibekit.config import SUPPORTED_ARCHITECTURES, ModelConfig
+from vibekit.config import ModelConfig
 from vibekit.models.tokenizer import byte_level_tokenizer
 
 # The byte-level tokenizer's <|endoftext|> id (see tokenizer.py).
@@ -43,7 +43,9 @@ def dummy_config(spec: str) -> ModelConfig:
     if path.is_dir():
         path = path / "config.json"
     if path.is_file():
-        return ModelConfig.from_hf(json.loads(path.read_text()))
+        from vibekit.models.registry import config_from_hf
+
+        return config_from_hf(json.loads(path.read_text()))
     raise ValueError(f"unknown dummy model {spec!r}: use 'dummy:<preset>' with a preset in "
                      f"{sorted(DUMMY_PRESETS)}, or 'dummy:/path/to/config.json'")
 
@@ -134,12 +136,14 @@ def save_dummy_checkpoint(config: ModelConfig | str, path: str | os.PathLike,
 
 
 def hf_config_dict(config: ModelConfig) -> dict[str, Any]:
-    """The HF config.json dict for `config` (`ModelConfig.from_hf` inverts it)."""
+    """The HF config.json dict for `config` (`registry.config_from_hf` inverts it)."""
+    from vibekit.models.registry import hf_architecture
+
     rope_scaling = {k: v for k, v in (config.rope_scaling or {}).items() if k != "type"}
     rope = {**rope_scaling, "rope_type": config.rope_type, "rope_theta": config.rope_theta}
     eos = list(config.eos_token_ids)
     return {
-        "architectures": [SUPPORTED_ARCHITECTURES[config.model_type]],
+        "architectures": [hf_architecture(config.model_type)],
         "model_type": config.model_type,
         "vocab_size": config.vocab_size,
         "hidden_size": config.hidden_size,

@@ -36,7 +36,8 @@ HYBRID_DUMMY_PRESETS: MappingProxyType[str, tuple[str, dict[str, Any]]] = Mappin
 def hybrid_dummy_config(spec: str) -> dict[str, Any] | None:
     """The HF config dict of a hybrid dummy spec: a preset name, or the path of a config.json
     (or its folder) whose model_type is a hybrid vibekit implements. None otherwise."""
-    from vibekit.models.hybrid_config import HYBRID_ARCHITECTURES
+    from vibekit.models.hybrid_config import HybridConfig
+    from vibekit.models.registry import config_from_hf
 
     if spec in HYBRID_DUMMY_PRESETS:
         cls_name, kwargs = HYBRID_DUMMY_PRESETS[spec]
@@ -47,7 +48,11 @@ def hybrid_dummy_config(spec: str) -> dict[str, Any] | None:
         path = path / "config.json"
     if path.suffix == ".json" and path.is_file():
         hf = json.loads(path.read_text())
-        if hf.get("model_type") in HYBRID_ARCHITECTURES:
+        try:
+            config = config_from_hf(hf)
+        except ValueError:
+            return None
+        if isinstance(config, HybridConfig):
             return hf
     return None
 

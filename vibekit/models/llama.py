@@ -1,7 +1,7 @@
 """Llama-family decoder: Llama (incl. llama3 RoPE), Mistral, Qwen2 (qkv bias), Qwen3 (q/k norm).
 
-Written on vibekit ops and the paged KV cache. For CPU speed q/k/v share one `qkv_proj` and
-gate/up one `gate_up_proj`; `load_weights` fills them from the separate HF tensors.
+Written on vibekit ops and the paged KV cache with the shared layers (models/layers.py): q/k/v
+share one `qkv_proj` and gate/up one `gate_up_proj`, filled from the separate HF tensors.
 """
 
 from __future__ import annotations
@@ -12,90 +12,54 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vibekit.config import ModelConfig
+from vibekit.config import ModelConfig, hf_common_fields
 from vibekit.core.forward_batch import ForwardBatch
 from vibekit.kvcache.spec import KVCacheSpec
 from vibekit.models.base import CacheSpec
-from vibekit.models.layers import RMSNorm, RopeTable
-from vibekit.ops import apply_rope, kv_append, paged_attention, silu_and_mul
+from vibekit.models.layers import Attention, GatedMLP, RMSNorm, RopeTable, load_hf_weights
 
-# HF tensor name part -> (fused parameter name part, shard index along dim 0)
-_FUSED_SHARDS = {
-    "q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2),
-    "gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1),
+# The registry's view of this file: model_type -> HF architecture name.
+MODEL_TYPES = {
+    "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
 }
-# Tensors some checkpoints carry that the model recomputes or does not use.
-_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+
+def config_from_hf(hf: dict) -> ModelConfig:
+    """ModelConfig from an HF config.json of the llama family (each member's quirks here)."""
+    model_type = hf.get("model_type")
+    sliding = hf.get("sliding_window")
+    if model_type in ("qwen2", "qwen3") and not hf.get("use_sliding_window", False):
+        sliding = None
+    bias = bool(hf.get("attention_bias", False))
+    return ModelConfig(
+        **hf_common_fields(hf),
+        attention_bias=model_type == "qwen2" or bias,  # qwen2: q/k/v bias, no o_proj bias
+        o_proj_bias=model_type != "qwen2" and bias,
+        qk_norm=model_type == "qwen3",
+        sliding_window=sliding,
+    )
+
+
+def model_class(config: ModelConfig) -> type[nn.Module]:
+    return LlamaForCausalLM
+
+
 # The rope table covers this many positions up front; longer batches grow it.
 _MAX_INITIAL_ROPE_POSITIONS = 32768
-
-
-class LlamaAttention(nn.Module):
-    def __init__(self, config: ModelConfig, layer_id: int) -> None:
-        super().__init__()
-        self.layer_id = layer_id
-        self.num_qo_heads = config.num_qo_heads
-        self.num_kv_heads = config.num_kv_heads
-        self.head_dim = config.head_dim
-        self.q_size = config.num_qo_heads * config.head_dim
-        self.kv_size = config.num_kv_heads * config.head_dim
-        self.scale = config.head_dim**-0.5
-        self.qkv_proj = nn.Linear(config.hidden_size, self.q_size + 2 * self.kv_size,
-                                  bias=config.attention_bias)
-        self.o_proj = nn.Linear(self.q_size, config.hidden_size, bias=config.o_proj_bias)
-        self.qk_norm = config.qk_norm
-        if config.qk_norm:
-            self.q_norm = RMSNorm(config.head_dim, config.rms_norm_eps)
-            self.k_norm = RMSNorm(config.head_dim, config.rms_norm_eps)
-
-    def shard_sizes(self) -> list[int]:
-        return [self.q_size, self.kv_size, self.kv_size]
-
-    def forward(self, x: torch.Tensor, batch: ForwardBatch,
-                cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        num_tokens = x.shape[0]
-        qkv = self.qkv_proj(x)  # [T, (Hq + 2 Hk) * D]
-        q, k, v = qkv.split(self.shard_sizes(), dim=-1)
-        q = q.view(num_tokens, self.num_qo_heads, self.head_dim)  # [T, Hq, D]
-        k = k.view(num_tokens, self.num_kv_heads, self.head_dim)  # [T, Hk, D]
-        v = v.view(num_tokens, self.num_kv_heads, self.head_dim)  # [T, Hk, D]
-        if self.qk_norm:
-            q = self.q_norm(q)
-            k = self.k_norm(k)
-        q, k = apply_rope(q, k, batch.positions, cos, sin)
-        k_cache, v_cache = batch.kv_caches[self.layer_id]
-        kv_append(k, v, k_cache, v_cache, batch.slot_mapping, backend=batch.kv_append_backend)
-        out = paged_attention(
-            q, k_cache, v_cache, batch.qo_indptr, batch.page_table, batch.kv_lens,
-            scale=self.scale, max_q_len=batch.max_q_len, max_kv_len=batch.max_kv_len,
-            backend=batch.attention_backend,
-        )  # [T, Hq, D]
-        return self.o_proj(out.reshape(num_tokens, self.q_size))  # [T, hidden]
-
-
-class LlamaMLP(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        self.intermediate_size = config.intermediate_size
-        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size,
-                                      bias=config.mlp_bias)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size,
-                                   bias=config.mlp_bias)
-
-    def shard_sizes(self) -> list[int]:
-        return [self.intermediate_size, self.intermediate_size]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(silu_and_mul(self.gate_up_proj(x)))  # [T, 2I] -> [T, I] -> [T, h]
 
 
 class LlamaDecoderLayer(nn.Module):
     def __init__(self, config: ModelConfig, layer_id: int) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.self_attn = LlamaAttention(config, layer_id)
+        self.self_attn = Attention(config, layer_id, bias=config.attention_bias,
+                                   o_bias=config.o_proj_bias,
+                                   qk_norm=RMSNorm if config.qk_norm else None)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.mlp = LlamaMLP(config)
+        self.mlp = GatedMLP(config.hidden_size, config.intermediate_size, config.mlp_bias)
 
     def forward(self, x: torch.Tensor, batch: ForwardBatch,
                 cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -156,54 +120,10 @@ class LlamaForCausalLM(nn.Module):
             return F.linear(x, self.model.embed_tokens.weight).float()  # [S, V]
         return self.lm_head(x).float()  # [S, V]
 
-    @torch.no_grad()
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy HF-named tensors into the (fused) parameters, casting dtype and device.
 
         Raises ValueError on an unknown name or a shape mismatch, and after the last tensor if
         any parameter (or fused shard) was never loaded.
         """
-        params = dict(self.named_parameters())
-        loaded: set[tuple[str, int]] = set()
-        for name, tensor in weights:
-            if name.endswith(_IGNORED_SUFFIXES):
-                continue
-            if name == "lm_head.weight" and self.lm_head is None:
-                continue  # tied: the checkpoint's copy equals embed_tokens.weight
-            target, shard = _fused_target(name)
-            param = params.get(target)
-            if param is None:
-                raise ValueError(f"checkpoint tensor {name!r} has no place in "
-                                 f"{type(self).__name__} ({self.config.model_type})")
-            dst = param.data
-            if shard >= 0:
-                sizes = self.get_submodule(target.rsplit(".", 2)[0]).shard_sizes()
-                dst = dst.narrow(0, sum(sizes[:shard]), sizes[shard])
-            if dst.shape != tensor.shape:
-                raise ValueError(f"checkpoint tensor {name!r} has shape {tuple(tensor.shape)}; "
-                                 f"the model expects {tuple(dst.shape)} (config mismatch?)")
-            dst.copy_(tensor)
-            loaded.add((target, shard))
-        missing = [name for name in self._expected_hf_names() if
-                   _fused_target(name) not in loaded]
-        if missing:
-            raise ValueError(f"checkpoint is missing {len(missing)} tensor(s), e.g. {missing[:3]}")
-
-    def _expected_hf_names(self) -> list[str]:
-        names = []
-        for name, _ in self.named_parameters():
-            module, _, leaf = name.rpartition(".")
-            parent, _, fused = module.rpartition(".")
-            shards = [hf for hf, (f, _) in _FUSED_SHARDS.items() if f == fused]
-            names += [f"{parent}.{hf}.{leaf}" for hf in shards] if shards else [name]
-        return names
-
-
-def _fused_target(name: str) -> tuple[str, int]:
-    """HF name -> (parameter name, shard index or -1 for an unfused parameter)."""
-    module, _, leaf = name.rpartition(".")
-    parent, _, proj = module.rpartition(".")
-    if proj in _FUSED_SHARDS:
-        fused, shard = _FUSED_SHARDS[proj]
-        return f"{parent}.{fused}.{leaf}", shard
-    return name, -1
+        load_hf_weights(self, weights)

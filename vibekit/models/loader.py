@@ -15,9 +15,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from vibekit.config import ModelConfig, resolve_dtype
 from vibekit.models.dummy import DUMMY_PRESETS, dummy_config, dummy_weights
-from vibekit.models.hybrid_config import HYBRID_ARCHITECTURES, HybridConfig
 from vibekit.models.hybrid_dummy import hybrid_dummy_config, hybrid_dummy_hf_model
-from vibekit.models.registry import build_model
+from vibekit.models.registry import build_model, config_from_hf
 from vibekit.models.tokenizer import byte_level_tokenizer
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -50,7 +49,7 @@ def load_model(
         text = os.fspath(zoo.path(text[len("zoo:"):]))
     if text.startswith("dummy:") and hybrid_dummy_config(text[len("dummy:"):]) is not None:
         hf = hybrid_dummy_hf_model(text[len("dummy:"):], seed)
-        config = HybridConfig.from_hf(hf.config.to_dict())
+        config = config_from_hf(hf.config.to_dict())
         model = build_model(config, dtype, device)
         model.load_weights(hf.state_dict().items())
         return model, config, byte_level_tokenizer(config.vocab_size)
@@ -74,16 +73,6 @@ def load_model(
     if any((path / name).is_file() for name in _TOKENIZER_FILES):
         tokenizer = AutoTokenizer.from_pretrained(path)
     return model, config, tokenizer
-
-
-def config_from_hf(hf: dict) -> ModelConfig | HybridConfig:
-    """ModelConfig for dense families, HybridConfig for hybrid ones (by model_type). A
-    multimodal Qwen3.5 config contributes its text_config."""
-    if hf.get("model_type") == "qwen3_5" and "text_config" in hf:
-        hf = {**hf["text_config"], "model_type": "qwen3_5_text"}
-    if hf.get("model_type") in HYBRID_ARCHITECTURES:
-        return HybridConfig.from_hf(hf)
-    return ModelConfig.from_hf(hf)
 
 
 def weight_files(path: str | os.PathLike) -> list[Path]:

@@ -7,18 +7,50 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vibekit.config import hf_common_fields
 from vibekit.core.forward_batch import ForwardBatch
 from vibekit.models.hybrid_config import HybridConfig
-from vibekit.models.hybrid_layers import (
-    DepthwiseConv,
-    GatedMLP,
-    HybridAttention,
-    HybridForCausalLM,
-    OffsetRMSNorm,
-)
+from vibekit.models.hybrid_layers import DepthwiseConv, HybridForCausalLM
+from vibekit.models.layers import Attention, GatedMLP, OffsetRMSNorm
 from vibekit.ops.conv1d import causal_conv1d
 from vibekit.ops.gated_delta import gated_delta_rule
 from vibekit.ssm.spec import StateSpec
+
+# "qwen3_5" is the multimodal checkpoint: its text_config is the language model.
+MODEL_TYPES = {"qwen3_5_text": "Qwen3_5ForCausalLM",
+               "qwen3_5": "Qwen3_5ForConditionalGeneration"}
+
+
+def config_from_hf(hf: dict) -> HybridConfig:
+    """HybridConfig from a Qwen3.5 config.json (gated DeltaNet, full attention every
+    `full_attention_interval` layers), or from a multimodal one's text_config."""
+    if hf.get("model_type") == "qwen3_5" and "text_config" in hf:
+        hf = {**hf["text_config"], "model_type": "qwen3_5_text"}
+    common = hf_common_fields(hf)
+    num_layers = common["num_layers"]
+    rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
+    layer_types = hf.get("layer_types")
+    if layer_types is None:
+        interval = hf.get("full_attention_interval", 4)
+        layer_types = ["linear_attention" if (i + 1) % interval else "full_attention"
+                       for i in range(num_layers)]
+    return HybridConfig(
+        **common,
+        attention_bias=bool(hf.get("attention_bias", False)),
+        mixer="gated_delta",
+        layer_types=tuple(layer_types[:num_layers]),
+        partial_rotary_factor=float(rope.get("partial_rotary_factor",
+                                             hf.get("partial_rotary_factor", 0.25))),
+        linear_num_key_heads=hf.get("linear_num_key_heads", 16),
+        linear_num_value_heads=hf.get("linear_num_value_heads", 32),
+        linear_key_head_dim=hf.get("linear_key_head_dim", 128),
+        linear_value_head_dim=hf.get("linear_value_head_dim", 128),
+        linear_conv_kernel=hf.get("linear_conv_kernel_dim", 4),
+    )
+
+
+def model_class(config: HybridConfig) -> type[nn.Module]:
+    return Qwen3_5ForCausalLM
 
 
 class HeadGatedRMSNorm(nn.Module):
@@ -80,7 +112,9 @@ class Qwen3_5DecoderLayer(nn.Module):
         super().__init__()
         self.is_attention = config.layer_types[layer_id] == "full_attention"
         if self.is_attention:
-            self.self_attn = HybridAttention(config, index, output_gate=True, qk_norm=True)
+            self.self_attn = Attention(config, index, bias=config.attention_bias,
+                                       o_bias=config.attention_bias, qk_norm=OffsetRMSNorm,
+                                       rotary_dim=config.rotary_dim, output_gate=True)
         else:
             self.linear_attn = GatedDeltaNet(config, index)
         self.input_layernorm = OffsetRMSNorm(config.hidden_size, config.rms_norm_eps)
