@@ -38,6 +38,20 @@ class Grammar(Protocol):
     def advance(self, token: int) -> bool: ...
 
 
+class Guidance(Protocol):
+    """A request's classifier-free guidance (vibekit.cfg.TextGuidance): its unconditional
+    companion sequence, scheduled beside it, and the CFG cache that decides when it runs."""
+
+    uncond: Request
+
+    def runs_uncond(self, step: int) -> bool: ...
+
+    def guide(self, step: int, cond: torch.Tensor, uncond: torch.Tensor | None) -> torch.Tensor:
+        """Guided log-probs [V] of output position `step` from cond [V] and uncond [V] log-probs
+        (None on a step the cache skips)."""
+        ...
+
+
 @dataclass(slots=True, eq=False)
 class Request:
     """A prompt, its sampling settings and everything decoded so far.
@@ -66,6 +80,7 @@ class Request:
     num_preemptions: int = 0
     drafter: Drafter | None = None  # predicted outputs
     grammar: Grammar | None = None  # structured output
+    guidance: Guidance | None = None  # classifier-free guidance
     num_accepted_prediction_tokens: int = 0
     num_rejected_prediction_tokens: int = 0
     prefix_cache_reason: str = ""  # how its prefix matched ("hit", "partial hit: ...", "miss: ...")

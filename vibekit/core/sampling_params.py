@@ -25,6 +25,11 @@ class SamplingParams:
         frequency_penalty * count + presence_penalty * (count > 0) for each token's count in
         the output so far (0: off).
     logit_bias: OpenAI's {token_id: bias}, bias in [-100, 100], added to that token's logit.
+    guidance_scale: classifier-free guidance (HF generate's `guidance_scale`, in [0, 20]; 1.0:
+        off): sample from logp + (s - 1) * (logp - logp_uncond), where the unconditional
+        sequence is `negative_prompt` (text or ids; None: the last prompt token, as HF) followed
+        by the output. guidance_cache: a vibekit.cfg.CFGCachePolicy (or a dict of its fields)
+        that skips the unconditional forward on some steps (None: every step).
 
     Example: `SamplingParams(max_tokens=64, temperature=0.0, stop=["\\n\\n"])`
     """
@@ -42,6 +47,9 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
     logit_bias: dict[int, float] | None = None
+    guidance_scale: float = 1.0
+    negative_prompt: str | list[int] | None = None
+    guidance_cache: Any = None
     stop_strings: tuple[str, ...] = field(init=False, repr=False, default=())
 
     def __post_init__(self) -> None:
@@ -102,6 +110,15 @@ class SamplingParams:
                               f"bias {value!r} of token {key!r} must be a number in [-100, 100]")
                 bias[token] = float(value)
             self.logit_bias = bias or None
+        if not _is_number(self.guidance_scale) or not 0.0 <= self.guidance_scale <= 20.0:
+            raise bad("guidance_scale", self.guidance_scale,
+                      "it must be a number in [0, 20] (1.0: no guidance)")
+        if self.negative_prompt is not None and not isinstance(self.negative_prompt, str) and (
+                not isinstance(self.negative_prompt, (list, tuple)) or not all(
+                    isinstance(t, int) and not isinstance(t, bool) and t >= 0
+                    for t in self.negative_prompt)):
+            raise bad("negative_prompt", self.negative_prompt,
+                      "it must be a string or a list of token ids")
         if self.response_format is not None and not isinstance(self.response_format, dict):
             raise bad("response_format", self.response_format,
                       "it must be a dict in the OpenAI shape")

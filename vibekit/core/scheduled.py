@@ -17,6 +17,9 @@ class SampleGroup:
     request: Request
     draft: list[int]
     start: int
+    # Guidance: the row (and batch index) of the unconditional companion's logits, else -1.
+    aux_row: int = -1
+    aux_index: int = -1
 
     @property
     def num_rows(self) -> int:
@@ -49,6 +52,19 @@ class ScheduledBatch:
         if req.num_computed_tokens + num_new - len(draft) == len(req.token_ids):
             self.groups.append(SampleGroup(index, req, draft, self.num_rows))
             self.num_rows += len(draft) + 1
+
+    def add_aux(self, companion: Request, num_new: int) -> None:
+        """Schedule `companion` (a guided request's unconditional sequence) right after the
+        request it guides, which samples this step: its last row becomes that group's aux row."""
+        group = self.groups[-1]
+        assert group.index == len(self.requests) - 1 and not group.draft, \
+            "a companion follows the sampling request it guides, which has no draft"
+        group.aux_index = len(self.requests)
+        group.aux_row = self.num_rows
+        self.requests.append(companion)
+        self.num_new_tokens.append(num_new)
+        self.drafts.append([])
+        self.num_rows += 1
 
     @property
     def num_tokens(self) -> int:

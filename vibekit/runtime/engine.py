@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from vibekit.cfg.guidance import GuidanceProcessor
 from vibekit.config import (
     CacheConfig,
     EngineConfig,
@@ -29,6 +30,7 @@ from vibekit.core.request import Request
 from vibekit.core.sampling_params import SamplingParams
 from vibekit.errors import InvalidRequestError
 from vibekit.grammar import GrammarBackend, GrammarMasker
+from vibekit.kvcache import PagedKVCache
 from vibekit.logits import PenaltiesProcessor
 from vibekit.runtime.cache import make_cache
 from vibekit.runtime.input_processor import InputProcessor
@@ -85,9 +87,11 @@ class Engine:
         self.grammars = GrammarBackend(tokenizer, config.model.vocab_size,
                                        sorted(self.eos_token_ids))
         self.grammar_masker = GrammarMasker(config.model.vocab_size, torch.device(config.device))
+        # The logits processors, in order: guidance, grammar mask, penalties and biases.
         self.runner = ModelRunner(model, config, self.cache,
-                                  [self.grammar_masker, PenaltiesProcessor()])
-        self.inputs = InputProcessor(config, tokenizer, self.num_pages, self.grammars)
+                                  [GuidanceProcessor(), self.grammar_masker, PenaltiesProcessor()])
+        self.inputs = InputProcessor(config, tokenizer, self.num_pages, self.grammars,
+                                     supports_guidance=isinstance(self.cache, PagedKVCache))
         self.outputs = OutputProcessor(tokenizer, self.eos_token_ids)
         self.requests: dict[str, Request] = {}
         self._ids = itertools.count()

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from vibekit.cfg.guidance import TextGuidance, guidance_policy
 from vibekit.config import EngineConfig
 from vibekit.core.request import Request
 from vibekit.core.sampling_params import SamplingParams
@@ -21,12 +22,13 @@ _MAX_SEED = 2**64 - 1
 
 class InputProcessor:
     def __init__(self, config: EngineConfig, tokenizer: Any, num_pages: int,
-                 grammars: GrammarBackend) -> None:
+                 grammars: GrammarBackend, supports_guidance: bool = True) -> None:
         self.config = config
         self.tokenizer = tokenizer
         self.vocab_size = config.model.vocab_size
         self.num_pages = num_pages
         self.grammars = grammars
+        self.supports_guidance = supports_guidance
         self.spec_options = dict(num_draft_tokens=config.spec.num_draft_tokens,
                                  adaptive=config.spec.adaptive_draft,
                                  max_draft_tokens=config.spec.max_draft_tokens)
@@ -80,10 +82,14 @@ class InputProcessor:
         grammar = self.grammars.request_grammar(params.response_format)  # None: plain text
         total = min(len(ids) + params.max_tokens, max_len)
         pages = -(-total // self.config.cache.page_size)
+        negative = self._negative_prompt(params, ids, prediction)
+        if negative is not None:  # the companion's pages too
+            pages += -(-(len(negative) + params.max_tokens) // self.config.cache.page_size)
         if pages > self.num_pages:
             raise InvalidRequestError(
-                f"request needs {pages} KV pages ({total} tokens) but the pool has "
-                f"{self.num_pages}; lower max_tokens or enlarge the KV cache"
+                f"request needs {pages} KV pages ({total} tokens"
+                f"{'' if negative is None else ' and its unconditional sequence'}) but the "
+                f"pool has {self.num_pages}; lower max_tokens or enlarge the KV cache"
             )
         prediction_ids = self._encode_prediction(prediction, len(ids))
         generator = None
@@ -100,7 +106,39 @@ class InputProcessor:
         if prediction_ids and self.config.spec.enable_predictions:
             req.drafter = PredictionDrafter(prediction_ids, **self.spec_options)
         req.grammar = grammar
+        if negative is not None:
+            companion = Request(request_id=f"{request_id}:uncond", prompt_token_ids=negative,
+                                params=params, arrival_index=arrival_index)
+            req.guidance = TextGuidance(companion,
+                                        guidance_policy(params.guidance_cache, params.max_tokens),
+                                        params.max_tokens, params.guidance_scale)
         return req
+
+    def _negative_prompt(self, params: SamplingParams, ids: list[int],
+                         prediction: Any) -> list[int] | None:
+        """The unconditional sequence's start of a guided request (None: no guidance)."""
+        if params.guidance_scale == 1.0:
+            if params.negative_prompt is not None or params.guidance_cache is not None:
+                raise InvalidRequestError("negative_prompt and guidance_cache need "
+                                          "guidance_scale != 1.0 (1.0 is no guidance)")
+            return None
+        if not self.supports_guidance:
+            raise InvalidRequestError(
+                "guidance_scale needs a KV cache that runs a second sequence per request; this "
+                "model's recurrent-state cache does not support it")
+        if prediction is not None:
+            raise InvalidRequestError("guidance_scale cannot be combined with a prediction: "
+                                      "guided tokens are not verified in blocks")
+        negative = ids[-1:] if not params.negative_prompt else self.encode(params.negative_prompt)
+        bad = [t for t in negative if not 0 <= t < self.vocab_size]
+        if bad:
+            raise InvalidRequestError(f"negative_prompt has token ids outside the vocabulary "
+                                      f"[0, {self.vocab_size}): {bad[:8]}")
+        if len(negative) + params.max_tokens > self.config.max_model_len:
+            raise InvalidRequestError(
+                f"negative_prompt has {len(negative)} tokens + max_tokens {params.max_tokens}; "
+                f"max_model_len is {self.config.max_model_len}")
+        return negative
 
     def _encode_prediction(self, prediction: str | Sequence[int] | None,
                            prompt_len: int) -> list[int]:

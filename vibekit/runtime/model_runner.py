@@ -52,6 +52,8 @@ class ModelRunner:
         sample_rows = [0] * len(batch)
         for group in batch.groups:
             sample_rows[group.index] = group.num_rows  # the last own token, then the drafts
+            if group.aux_index >= 0:
+                sample_rows[group.aux_index] = 1  # a guidance companion's last token
         chunks = []
         for req, n, draft, num_sample in zip(batch.requests, batch.num_new_tokens, batch.drafts,
                                              sample_rows):

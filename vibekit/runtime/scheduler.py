@@ -46,6 +46,9 @@ class Scheduler:
             self.waiting.remove(req)
         req.status = RequestStatus.FINISHED
         self.cache.free(req, finished=True)
+        if req.guidance is not None:
+            self.cache.free(req.guidance.uncond, finished=True)
+            req.guidance.uncond.status = RequestStatus.FINISHED
 
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running)
@@ -63,6 +66,9 @@ class Scheduler:
     def _preempt(self, req: Request) -> None:
         self.cache.free(req, finished=False)
         req.num_computed_tokens = 0
+        if req.guidance is not None:  # its companion is recomputed with it
+            self.cache.free(req.guidance.uncond, finished=False)
+            req.guidance.uncond.num_computed_tokens = 0
         req.status = RequestStatus.WAITING
         req.num_preemptions += 1
         self.num_preemptions += 1
@@ -84,6 +90,18 @@ class Scheduler:
                 draft = []  # verify later; never preempt others for a speculative block
             num_new += len(draft)
             scheduled = True
+            companion, num_aux = self._companion(req, req.num_computed_tokens + num_new)
+            while companion is not None and not cache.can_allocate(companion, num_aux):
+                victim = self.running.pop()
+                self._preempt(victim)
+                batch.num_preempted += 1
+                if victim is req:
+                    scheduled = False
+                    break
+            if not scheduled:
+                break
+            if companion is not None:
+                cache.allocate(companion, num_aux)
             while not cache.can_allocate(req, num_new):
                 victim = self.running.pop()
                 self._preempt(victim)
@@ -95,7 +113,9 @@ class Scheduler:
                 break
             cache.allocate(req, num_new, len(draft))
             batch.add(req, num_new, draft)
-            budget -= num_new
+            if companion is not None:
+                batch.add_aux(companion, num_aux)
+            budget -= num_new + num_aux
             i += 1
 
         # 2. Admit waiting requests (not in a step that had to preempt: memory is tight).
@@ -113,7 +133,11 @@ class Scheduler:
                 num_new = budget
             if self.chunked_prefill:
                 num_new = cache.chunk_limit(req, num_cached, num_new)
-            if not cache.can_admit(req, match, num_new):
+            companion, num_aux = self._companion(req, num_cached + num_new)
+            # NOTE: a page more than the two need apart, so the companion's pages never evict
+            # the cached prefix this match found.
+            spare = num_aux + cache.page_size if companion is not None else 0
+            if not cache.can_admit(req, match, num_new + spare):
                 break
             req.num_computed_tokens = num_cached
             draft = self._draft(req, num_cached + num_new, budget - num_new)
@@ -121,14 +145,29 @@ class Scheduler:
                 draft = []
             num_new += len(draft)
             cache.admit(req, match, num_new, len(draft))
+            if companion is not None:
+                cache.allocate(companion, num_aux)
             if req.num_cached_prompt_tokens < 0:
                 req.num_cached_prompt_tokens = min(num_cached, req.num_prompt_tokens)
             self.waiting.popleft()
             req.status = RequestStatus.RUNNING
             self.running.append(req)
             batch.add(req, num_new, draft)
-            budget -= num_new
+            if companion is not None:
+                batch.add_aux(companion, num_aux)
+            budget -= num_new + num_aux
         return batch
+
+    @staticmethod
+    def _companion(req: Request, computed_after: int) -> tuple[Request | None, int]:
+        """A guided request's unconditional companion, and the tokens it must catch up, when
+        the request samples this step and its CFG cache runs the unconditional branch."""
+        guidance = req.guidance
+        if (guidance is None or computed_after != len(req.token_ids)
+                or not guidance.runs_uncond(req.num_output_tokens)):
+            return None, 0
+        companion = guidance.uncond
+        return companion, len(companion.token_ids) - companion.num_computed_tokens
 
     @staticmethod
     def _draft(req: Request, computed_after: int, budget: int) -> list[int]:
@@ -136,7 +175,7 @@ class Scheduler:
         of the request's tokens (it samples), within the budget, and never past what the request
         may still emit (the block emits up to len(draft) + 1 tokens). With a grammar, the draft
         is cut at its first forbidden token, or (no prediction) holds jump-forward tokens."""
-        if ((req.drafter is None and req.grammar is None)
+        if ((req.drafter is None and req.grammar is None) or req.guidance is not None
                 or computed_after != len(req.token_ids) or budget <= 0):
             return []
         room = min(budget, req.max_len - len(req.token_ids) - 1)
@@ -159,6 +198,8 @@ class Scheduler:
         sampled = {g.index: (g, tokens) for g, tokens in zip(batch.groups, emitted, strict=True)}
         out: list[Request] = []
         for i, (req, n) in enumerate(zip(batch.requests, batch.num_new_tokens)):
+            if req.finished:
+                continue  # the companion of a guided request that just finished
             reason = None
             group_tokens = sampled.get(i)
             if group_tokens is None:
@@ -173,10 +214,13 @@ class Scheduler:
                     req.drafter.update(draft, num_accepted, tokens)
                     req.num_accepted_prediction_tokens += num_accepted
                     req.num_rejected_prediction_tokens += num_rejected
+                num_before = len(req.token_ids)
                 for token in tokens:
                     reason = append_token(req, token)
                     if reason is not None:
                         break
+                if req.guidance is not None:  # the companion is the negative prompt + output
+                    req.guidance.uncond.token_ids += req.token_ids[num_before:]
                 out.append(req)
             cache.commit(req)
             if reason is not None:
