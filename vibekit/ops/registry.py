@@ -34,6 +34,8 @@ _PACKAGES = {"triton": "triton", "xgrammar": "xgrammar", "mlx": "mlx"}
 
 _OPS: dict[str, dict[str, Callable[..., Any] | str]] = {}
 _ORDERS: dict[str, dict[str, tuple[str, ...]]] = {}
+# (op, backend, device type) -> implementation: the hot path is one dict lookup per op call.
+_RESOLVED: dict[tuple[str, str, str], Callable[..., Any]] = {}
 
 
 def register(op: str, backend: str, impl: Callable[..., Any] | str) -> None:
@@ -42,11 +44,13 @@ def register(op: str, backend: str, impl: Callable[..., Any] | str) -> None:
     if backend in impls:
         raise ValueError(f"op {op!r} already has a {backend!r} backend")
     impls[backend] = impl
+    _RESOLVED.clear()
 
 
 def set_auto_order(op: str, device_type: str, order: tuple[str, ...]) -> None:
     """Override the "auto" preference order of `op` on one device type."""
     _ORDERS.setdefault(op, {})[device_type] = order
+    _RESOLVED.clear()
 
 
 def ops() -> list[str]:
@@ -80,6 +84,14 @@ def auto_backend(op: str, device: torch.device | str) -> str:
 
 def resolve(op: str, backend: str, device: torch.device | str) -> Callable[..., Any]:
     """The implementation of `op` for `backend` ("auto": the dispatch rule above)."""
+    device_type = device.type if isinstance(device, torch.device) else torch.device(device).type
+    fn = _RESOLVED.get((op, backend, device_type))
+    if fn is None:
+        fn = _RESOLVED[(op, backend, device_type)] = _resolve(op, backend, device_type)
+    return fn
+
+
+def _resolve(op: str, backend: str, device: str) -> Callable[..., Any]:
     if op not in _OPS:
         raise ValueError(f"unknown op {op!r}; registered: {', '.join(ops())}")
     if backend == "auto":
