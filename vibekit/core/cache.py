@@ -14,6 +14,11 @@ snapshots). The scheduler uses only these calls, in this order for one request:
     cache.free(req, finished)                       # finish, abort or preemption
 
 `can_*` checks never change state; the action after one asserts it is legal.
+
+Other caches fit the same calls: an encoder-decoder's cross-attention KV is computed at `admit`
+(once per audio segment), never rolled back (`rollback` returns what the self-attention part
+drops) and released at `free`; an MLX backend keeps its own tensors behind `forward_args`. A
+cache holding several kinds composes them, as HybridCache composes a PagedKVCache.
 """
 
 from __future__ import annotations
