@@ -124,3 +124,33 @@ def test_logit_bias_outside_the_vocabulary_is_rejected(ckpt):
     engine = Engine.from_pretrained(ckpt[0], page_size=4)
     with pytest.raises(InvalidRequestError, match="logit_bias"):
         engine.add_request([1, 2], SamplingParams(logit_bias={512: 1.0}))
+
+
+class _BanToken:
+    """A user's logits processor: forbid one token on every sampling row."""
+
+    def __init__(self, token: int) -> None:
+        self.token = token
+        self.rows_seen = 0
+
+    def start(self, batch):
+        rows = [r for g in batch.groups for r in g.rows]
+        if not rows:
+            return None
+        self.rows_seen += len(rows)
+        outer = self
+
+        class _Apply:
+            def apply(self, logits):
+                logits[rows, outer.token] = float("-inf")
+        return _Apply()
+
+
+def test_a_user_logits_processor_sees_every_sampling_row(ckpt):
+    engine = Engine.from_pretrained(ckpt[0], page_size=4)
+    prompt = _prompts(1)[0]
+    plain = engine.generate([prompt], SamplingParams(**GREEDY))[0].token_ids
+    ban = _BanToken(plain[0])
+    engine.add_logits_processor(ban)
+    out = engine.generate([prompt], SamplingParams(**GREEDY), predictions=[plain])[0].token_ids
+    assert plain[0] not in out and ban.rows_seen >= len(out)

@@ -31,7 +31,7 @@ from vibekit.core.sampling_params import SamplingParams
 from vibekit.errors import InvalidRequestError
 from vibekit.grammar import GrammarBackend, GrammarMasker
 from vibekit.kvcache import PagedKVCache
-from vibekit.logits import PenaltiesProcessor
+from vibekit.logits import LogitsProcessor, PenaltiesProcessor
 from vibekit.runtime.cache import make_cache
 from vibekit.runtime.input_processor import InputProcessor
 from vibekit.runtime.model_runner import ModelRunner
@@ -164,6 +164,11 @@ class Engine:
         if not req.finished:
             self.scheduler.finish(req, "abort")
         return self.outputs.make_output(req, final=True)
+
+    def add_logits_processor(self, processor: LogitsProcessor) -> None:
+        """Append a processor (vibekit.logits.LogitsProcessor) after the built-in ones (guidance,
+        grammar mask, penalties); it sees every step's sampling rows before the sampler."""
+        self.runner.processors.append(processor)
 
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished()
