@@ -108,6 +108,7 @@ class ModelRunner:
                 emitted[j] = [t]
         return emitted
 
+    @torch.inference_mode()
     def execute(self, batch: ScheduledBatch) -> list[list[int]]:
         """Forward, logits processors, sample/verify: the emitted tokens of each sampling
         group, in `batch.groups` order."""
