@@ -99,10 +99,12 @@ class GrammarMasker:
     def _buffer(self, num_rows: int) -> torch.Tensor:
         if self._bitmask.shape[0] < num_rows:
             size = max(num_rows, 2 * self._bitmask.shape[0], 16)
-            self._bitmask = torch.empty(size, self.num_words, dtype=torch.int32,
-                                        pin_memory=self.device.type == "cuda")
+            # NOTE: a normal tensor even when called under inference mode: the worker thread
+            # (outside that mode) fills it in place.
+            with torch.inference_mode(False):
+                self._bitmask = torch.empty(size, self.num_words, dtype=torch.int32,
+                                            pin_memory=self.device.type == "cuda")
         return self._bitmask[:num_rows]
-
 
     def _fill(self, jobs: list[tuple[Any, int, Sequence[int]]], bitmask: torch.Tensor) -> None:
         t0 = time.perf_counter()
