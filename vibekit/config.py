@@ -238,8 +238,10 @@ class SchedulerConfig:
 
 @dataclass(frozen=True)
 class SpecConfig:
-    """Predicted outputs: draft block length (fixed, or adaptive between 4 and max_draft_tokens)."""
+    """Predicted outputs: draft block length (fixed, or adaptive between 4 and max_draft_tokens).
+    enable_predictions=False makes add_request ignore `prediction` (plain decoding)."""
 
+    enable_predictions: bool = True
     num_draft_tokens: int = 16
     adaptive_draft: bool = True
     max_draft_tokens: int = 64

@@ -37,7 +37,7 @@ _CACHE_OPTIONS = {"page_size", "num_pages", "memory_budget_bytes", "enable_prefi
 _SCHEDULER_OPTIONS = {"max_num_batched_tokens", "max_num_seqs", "enable_chunked_prefill"}
 _ENGINE_OPTIONS = {"max_model_len", "attention_backend", "use_cuda_graphs",
                    "cuda_graph_batch_sizes", "seed", "num_threads"}
-_SPEC_OPTIONS = {"num_draft_tokens", "adaptive_draft", "max_draft_tokens"}
+_SPEC_OPTIONS = {"enable_predictions", "num_draft_tokens", "adaptive_draft", "max_draft_tokens"}
 _DEFAULT_CPU_KV_BUDGET = 2 << 30
 
 
@@ -102,7 +102,8 @@ class Engine:
         enable_prefix_caching, max_num_batched_tokens, max_num_seqs, enable_chunked_prefill,
         attention_backend ("auto", "torch", "triton", "ref"), use_cuda_graphs,
         cuda_graph_batch_sizes, seed, num_threads (CPU, process-wide); predicted outputs:
-        num_draft_tokens, adaptive_draft, max_draft_tokens.
+        enable_predictions (False: add_request ignores `prediction`), num_draft_tokens,
+        adaptive_draft, max_draft_tokens.
         """
         from vibekit.models import load_model
 
@@ -222,6 +223,8 @@ class Engine:
                 f"request needs {pages} KV pages ({total} tokens) but the pool has "
                 f"{self.num_pages}; lower max_tokens or enlarge the KV cache"
             )
+        if not self.config.spec.enable_predictions:
+            prediction = None  # plain decoding: the engine was built with predictions off
         prediction_ids = self._encode_prediction(prediction, len(ids))
         if request_id is None:
             request_id = f"req-{next(self._ids)}"
