@@ -54,12 +54,11 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-
-import tomllib
 
 __all__ = ["Scenario", "ScenarioError", "list_scenarios", "load_scenario", "scenario_roots"]
 
