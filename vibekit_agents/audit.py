@@ -103,8 +103,10 @@ class ForwardAudit:
         return findings
 
 
-def usage_findings(output: dict, where: str) -> list[str]:
+def usage_findings(output: Any, where: str) -> list[str]:
     """The reported usage must match the returned tokens (the metric counts token_ids)."""
+    if not isinstance(output, dict):
+        return []  # a pipeline's output (an image): no token accounting
     usage = output.get("usage") or {}
     ids = output.get("token_ids")
     n = usage.get("completion_tokens")

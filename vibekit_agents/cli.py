@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("scenario", nargs="?", help="a scenario folder (with scenario.toml)")
     ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
     ap.add_argument("--init", metavar="DIR", help="write a scenario skeleton into DIR and exit")
+    ap.add_argument("--quick", action="store_true",
+                    help="run on a cut-down copy of the scenario ([quick] in scenario.toml): "
+                         "checks it end to end in little time; the numbers mean little")
     ap.add_argument("--seeds", type=int, default=1,
                     help="run the whole search N times (out/seed-1 ... seed-N) and report the "
                          "distribution of the final speedup (default 1)")
@@ -80,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         scenario = load_scenario(args.scenario)
+        out = Path(args.out) if args.out else Path("synthesis") / scenario.name
+        if args.quick:
+            from vibekit_agents.scenario import write_quick_variant
+
+            scenario = load_scenario(write_quick_variant(scenario, out.parent / (
+                out.name + "-quick-scenario")))
     except ScenarioError as exc:
         print(f"vibekit-synthesize: {exc}", file=sys.stderr)
         return 2
@@ -96,7 +105,6 @@ def main(argv: list[str] | None = None) -> int:
         from vibekit_agents.policies.local import LocalPolicy
 
         factory = LocalPolicy
-    out = Path(args.out) if args.out else Path("synthesis") / scenario.name
     print(f"vibekit-synthesize: scenario {scenario.name} ({scenario.root}), planner "
           f"{args.planner}, up to {args.rounds} rounds in {args.budget_minutes:g} min, out {out}",
           flush=True)

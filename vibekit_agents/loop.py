@@ -157,9 +157,9 @@ class Synthesizer:
         ev = self.evaluator.evaluate(rd, {"start": cand}, "start", "start")
         if ev.get("status") != "ok":
             raise SynthesisError(f"benchmarking the start plan failed: {ev.get('error')}")
-        if ev.get("integrity"):
+        if ev.get("integrity") or ev.get("checker_failures"):
             raise SynthesisError(f"the start plan fails the evaluator's integrity checks: "
-                                 f"{ev['integrity']}")
+                                 f"{ev.get('integrity')} {ev.get('checker_failures')}")
         self.arm_pass_s = time.monotonic() - t0
         self.final_estimate = self._final_estimate()
         ctx.reserve_s = self.final_estimate

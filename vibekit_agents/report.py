@@ -110,7 +110,8 @@ def write_outputs(ctx: RunContext, best: Plan, start: Plan, final: dict | None, 
                                                              f"over the start plan"))
     chained = next((e.get("speedup") for e in reversed(memory) if e["outcome"] == ACCEPTED), 1.0)
     start_metric = memory[0].get("metric") if memory else None
-    integrity = (final or {}).get("integrity") or {}
+    integrity = {**((final or {}).get("integrity") or {}),
+                 **((final or {}).get("checker_failures") or {})}
     if final and final.get("status") == "ok" and not integrity:
         comp = final["comparison"]
         f_ratio = comp["best"]["ratio"]

@@ -14,7 +14,7 @@ from vibekit_agents.context import RunContext
 from vibekit_agents.roles.evaluator import Evaluator
 from vibekit_agents.roles.implementer import LocalImplementer
 from vibekit_agents.roles.planner import LocalPlanner
-from vibekit_agents.workspace import CHEATING, NOT_BENEFICIAL
+from vibekit_agents.workspace import CHEATING, CHECKER_FAILED, NOT_BENEFICIAL
 
 
 class LocalPolicy:
@@ -55,6 +55,12 @@ class LocalPolicy:
                              screened_out="in the screen's timed run: "
                              + "; ".join(proposal["chosen_integrity"])[:400],
                              screen_ratio=score, screened_outcome=CHEATING)
+        if proposal.get("chosen_checker_failures"):
+            return Candidate(proposal["change"], {knob: value}, arm_path,
+                             screened=proposal.get("screened", []),
+                             screened_out="in the screen's timed run: "
+                             + "; ".join(proposal["chosen_checker_failures"])[:400],
+                             screen_ratio=score, screened_outcome=CHECKER_FAILED)
         if proposal.get("chosen_decision") == "not better":
             shown = proposal.get("chosen_interval")
             if len(arm_values) > 1:

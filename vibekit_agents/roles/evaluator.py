@@ -36,10 +36,12 @@ class Evaluator:
 
     def _integrity(self, round_dir: Path, result: dict[str, Any], kind: str) -> None:
         """Check every timed output against the references (another process, no candidate
-        code) and gather the audit findings: result["integrity"] = {arm: [problems]}."""
+        code) and gather the audit findings: result["integrity"] = {arm: [audit findings]},
+        result["checker_failures"] = {arm: [timed outputs that failed the checker]}."""
         timed = result.pop("timed", None) or {}
         problems: dict[str, list[str]] = {a: list(f) for a, f in
                                           (result.pop("findings", None) or {}).items()}
+        failed: dict[str, list[str]] = {}
         if timed:
             path = round_dir / f"{kind}-timed-outputs.json"
             path.write_text(json.dumps(timed, default=str))
@@ -51,15 +53,17 @@ class Evaluator:
                            log_path=self.ctx.logs_dir / f"{round_dir.name}-{kind}-check.log")
             if not res.ok:
                 for arm in timed:
-                    problems.setdefault(arm, []).append(
+                    failed.setdefault(arm, []).append(
                         f"the checker of the timed outputs {res.status}: {res.error}"[:300])
             else:
                 for arm, v in res.value.items():
-                    problems.setdefault(arm, []).extend(
-                        f"timed output failed the checker ({f})" for f in v["failures"])
+                    if v["failures"]:
+                        failed[arm] = [f"timed output failed the checker ({f})"
+                                       for f in v["failures"]]
                 result["checked_groups"] = {a: v["groups"] for a, v in res.value.items()}
             path.unlink(missing_ok=True)  # bulky; the verdicts stay in eval.json
         result["integrity"] = {a: p[:10] for a, p in problems.items() if p}
+        result["checker_failures"] = {a: f[:10] for a, f in failed.items()}
 
     def evaluate(self, round_dir: Path, arms: dict[str, Path], baseline: str,
                  candidate: str | None, timeout_s: float = 600, max_passes: int = 5,

@@ -18,6 +18,7 @@ from vibekit_agents.plan import Plan
 from vibekit_agents.workspace import (
     ACCEPTED,
     CHEATING,
+    CHECKER_FAILED,
     CRASHED,
     FINAL_OUTCOMES,
     IMPLEMENTATION_BUG,
@@ -174,6 +175,7 @@ class LocalPlanner:
         scores = screen.get("scores", {})
         comparison = screen.get("comparison", {})
         integrity = screen.get("integrity", {})
+        failed = screen.get("checker_failures", {})
         errors = screen.get("errors", {})
         winner = screen.get("winner")
         if winner is None or winner not in arm_values:
@@ -189,6 +191,8 @@ class LocalPlanner:
                 why = "; ".join(integrity.get(arm) or integrity.get("(process)"))[:500]
             elif arm in errors:
                 outcome, why = IMPLEMENTATION_BUG, errors[arm]
+            elif failed.get(arm):  # screened arms are not judged yet: wrong, not cheating
+                outcome, why = CHECKER_FAILED, "; ".join(failed[arm])[:500]
             elif c.get("decision") == "not better":
                 outcome, why = NOT_BENEFICIAL, f"screened {_ci(c)} vs the best"
             else:
@@ -202,6 +206,7 @@ class LocalPlanner:
         proposal["chosen_decision"] = comparison.get(winner, {}).get("decision")
         proposal["chosen_interval"] = _ci(comparison.get(winner, {}))
         proposal["chosen_integrity"] = integrity.get(winner) or integrity.get("(process)")
+        proposal["chosen_checker_failures"] = failed.get(winner)
         proposal["screened"] = screened
         proposal["change"] = (f"{proposal['knob']}: {proposal.get('current')} -> "
                               f"{proposal['chosen']}")
@@ -242,6 +247,9 @@ def decide(verdict: dict[str, Any], evaluation: dict[str, Any] | None, candidate
         return outcome, f"benchmark {status}: {(evaluation or {}).get('error', '')}"[:500], None
     integrity = evaluation.get("integrity") or {}
     problems = (integrity.get(candidate) or []) + (integrity.get("(process)") or [])
+    # The judge passed these requests: a timed output that fails now means the candidate
+    # behaves differently when timed.
+    problems += (evaluation.get("checker_failures") or {}).get(candidate) or []
     if problems:
         return CHEATING, ("in the evaluator's timed run: " + "; ".join(problems))[:500], None
     c = evaluation["comparison"][candidate]
