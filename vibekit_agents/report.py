@@ -123,8 +123,9 @@ def write_outputs(ctx: RunContext, best: Plan, start: Plan, final: dict | None, 
             f"side by side in one run after the search ({final.get('passes')} passes, "
             f"interleaved; load average {min(loads, default=0):.1f}-{max(loads, default=0):.1f}"
             f" on {ctx.facts.get('cpu.count')} cores): {label} {f_start[sc.metric.kind]:.1f} "
-            f"-> {f_best[sc.metric.kind]:.1f}, **{speedup_text}** (95% interval of the paired "
-            f"ratio; the accepted rounds' own ratios multiplied to x{chained:.2f}).", "",
+            f"-> {f_best[sc.metric.kind]:.1f}, **{speedup_text}** ({_coverage(comp['best'])} "
+            f"interval of the paired ratio, {comp['best'].get('samples')} paired samples; the "
+            f"accepted rounds' own ratios multiplied to x{chained:.2f}).", "",
             final_table(final, start, label, sc.metric.kind), ""]
         from vibekit_agents.loop import generic_only
 
@@ -210,6 +211,10 @@ def write_outputs(ctx: RunContext, best: Plan, start: Plan, final: dict | None, 
             "stop": stop, "best_plan": best.data}
 
 
+def _coverage(c: dict[str, Any]) -> str:
+    return f"{c.get('coverage', 0):.0%}" if c.get("interval") else "no"
+
+
 def _interval(c: dict[str, Any]) -> str:
     iv = c.get("interval")
     return f"[{iv[0]:.2f}, {iv[1]:.2f}]" if iv else "[no interval]"
@@ -218,7 +223,7 @@ def _interval(c: dict[str, Any]) -> str:
 def final_table(final: dict[str, Any], start: Plan, label: str, kind: str) -> str:
     """One row per arm of the final run: what it changes from the start, its metric, its
     ratio over the start with the interval."""
-    rows = [f"| arm | changes from the start | {label} | vs start (95% interval) | samples |",
+    rows = [f"| arm | changes from the start | {label} | vs start (interval) | samples |",
             "|---|---|---:|---:|---:|"]
     plans = final.get("arm_plans", {})
     for arm, m in final["arms"].items():
