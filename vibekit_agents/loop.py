@@ -266,10 +266,15 @@ class Synthesizer:
                 seen.add(Plan.load(path).digest())
         best = Plan.load(ws.root / "plan.toml")
         generic = generic_only(Plan.load(arms["start"]), best, self.ctx.skills)
-        if generic.digest() not in seen:
+        # The arm that holds only the generic knobs: a step when one equals it, else its own.
+        self.generic_arm = next((a for a, p in arms.items()
+                                 if Plan.load(p).digest() == generic.digest()), None)
+        if self.generic_arm is None and generic.digest() != best.digest():
             path = ws.root / "rounds" / "generic.toml"
             generic.save(path)
             arms["generic"] = path
+            self.generic_arm = "generic"
+            seen.add(generic.digest())
         if best.digest() not in seen:
             arms["best"] = ws.root / "plan.toml"
         return arms
@@ -339,6 +344,8 @@ class Synthesizer:
                                             timeout_s=max(self.final_estimate * 3, 60.0),
                                             max_passes=passes, min_passes=passes)
             final["arm_plans"] = {a: Plan.load(p).data for a, p in arms.items()}
+            generic = getattr(self, "generic_arm", None)
+            final["generic_arm"] = "best" if generic not in arms else generic
         uncommitted = ws.git("status", "--porcelain", check=False).strip()
         if uncommitted:
             last = max((e["round"] for e in ws.memory()), default=0)
