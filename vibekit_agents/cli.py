@@ -2,6 +2,8 @@
 
     vibekit-synthesize scenarios/code-edit                       # offline, the default
     vibekit-synthesize scenarios/code-edit --planner claude      # needs ANTHROPIC_API_KEY
+    vibekit-synthesize scenarios/code-edit --seeds 5             # the whole search 5 times
+    vibekit-synthesize --init my-scenario                        # write a scenario skeleton
     vibekit-synthesize --list
 
 The output folder (--out) holds best_plan.toml, server.py, report.md, progress.svg and the
@@ -39,6 +41,13 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scenario", nargs="?", help="a scenario folder (with scenario.toml)")
     ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    ap.add_argument("--init", metavar="DIR", help="write a scenario skeleton into DIR and exit")
+    ap.add_argument("--quick", action="store_true",
+                    help="run on a cut-down copy of the scenario ([quick] in scenario.toml): "
+                         "checks it end to end in little time; the numbers mean little")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="run the whole search N times (out/seed-1 ... seed-N) and report the "
+                         "distribution of the final speedup (default 1)")
     ap.add_argument("--planner", choices=["local", "claude"], default="local")
     ap.add_argument("--rounds", type=int, default=20, help="search rounds (default 20)")
     ap.add_argument("--budget-minutes", type=float, default=8.0,
@@ -53,16 +62,33 @@ def main(argv: list[str] | None = None) -> int:
     api_key = os.environ.pop("ANTHROPIC_API_KEY", None)
     if args.list:
         return _list()
+    if args.init:
+        from vibekit_agents.init import write_skeleton
+
+        try:
+            files = write_skeleton(args.init)
+        except FileExistsError as exc:
+            print(f"vibekit-synthesize: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {', '.join(f.name for f in files)} in {args.init}; try "
+              f"`vibekit-synthesize {args.init} --rounds 1`")
+        return 0
     if not args.scenario:
         ap.error("give a scenario folder, or --list")
-    if args.rounds < 0 or args.budget_minutes <= 0:
-        ap.error("--rounds must be >= 0 and --budget-minutes > 0")
+    if args.rounds < 0 or args.budget_minutes <= 0 or args.seeds < 1:
+        ap.error("--rounds must be >= 0, --budget-minutes > 0 and --seeds >= 1")
 
     from vibekit_agents.loop import SynthesisError, Synthesizer
     from vibekit_agents.scenario import ScenarioError, load_scenario
 
     try:
         scenario = load_scenario(args.scenario)
+        out = Path(args.out) if args.out else Path("synthesis") / scenario.name
+        if args.quick:
+            from vibekit_agents.scenario import write_quick_variant
+
+            scenario = load_scenario(write_quick_variant(scenario, out.parent / (
+                out.name + "-quick-scenario")))
     except ScenarioError as exc:
         print(f"vibekit-synthesize: {exc}", file=sys.stderr)
         return 2
@@ -79,14 +105,23 @@ def main(argv: list[str] | None = None) -> int:
         from vibekit_agents.policies.local import LocalPolicy
 
         factory = LocalPolicy
-    out = Path(args.out) if args.out else Path("synthesis") / scenario.name
     print(f"vibekit-synthesize: scenario {scenario.name} ({scenario.root}), planner "
           f"{args.planner}, up to {args.rounds} rounds in {args.budget_minutes:g} min, out {out}",
           flush=True)
-    synth = Synthesizer(scenario, out, factory, rounds=args.rounds,
-                        budget_s=args.budget_minutes * 60,
-                        progress=lambda m: print(m, flush=True))
     try:
+        if args.seeds > 1:
+            from vibekit_agents.seeds import run_seeds
+
+            summary = run_seeds(scenario, out, factory, args.seeds, rounds=args.rounds,
+                                budget_s=args.budget_minutes * 60,
+                                progress=lambda m: print(m, flush=True))
+            print(f"{args.seeds} runs: final speedup median x{summary['median']:.2f} "
+                  f"(min x{summary['min']:.2f}, max x{summary['max']:.2f}); "
+                  f"report: {out / 'seeds.md'}")
+            return 0
+        synth = Synthesizer(scenario, out, factory, rounds=args.rounds,
+                            budget_s=args.budget_minutes * 60,
+                            progress=lambda m: print(m, flush=True))
         result = synth.run()
     except SynthesisError as exc:
         print(f"vibekit-synthesize: {exc}", file=sys.stderr)

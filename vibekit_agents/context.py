@@ -37,6 +37,11 @@ class RunContext:
         """Reference outputs: readable by the judge's checker, never by candidates."""
         return self.out / ".judge"
 
+    def protected_dirs(self) -> tuple[str, ...]:
+        """Folders candidate processes may not read: the references and the prepared requests
+        (the harness hands a task its requests; a candidate never sees them ahead of time)."""
+        return (str(self.judge_dir), str(self.data_dir))
+
     @property
     def logs_dir(self) -> Path:
         return self.out / "logs"

@@ -29,6 +29,16 @@ from vibekit_agents.server_py import render_server_py
 from vibekit_agents.skills import load_skills
 from vibekit_agents.workspace import ACCEPTED, NOT_BENEFICIAL, Workspace
 
+FINAL_PASSES = 3  # passes of the final side-by-side run (its interval needs a few)
+
+
+def generic_only(start: Plan, best: Plan, skills: dict[str, Any]) -> Plan:
+    """The start plan with only the best plan's generic knobs (threads, batching, graphs,
+    dtype: what any engine has) applied; what the primitives add is best over this."""
+    generic = {k.name for s in skills.values() if s.kind == "generic" for k in s.knobs}
+    changes = {k: b for k, (_, b) in start.diff(best).items() if k in generic and b is not None}
+    return start.with_changes(changes)
+
 
 class SynthesisError(RuntimeError):
     """The run cannot go on (a broken scenario, a start plan that fails its own checker)."""
@@ -45,6 +55,7 @@ class Candidate:
     # ends as "not beneficial" without a judge run or a full benchmark.
     screened_out: str | None = None
     screen_ratio: float | None = None
+    screened_outcome: str = NOT_BENEFICIAL
 
 
 def scenario_digest(sc: Scenario) -> str:
@@ -68,6 +79,7 @@ class Synthesizer:
         self.judge = Judge(self.ctx)
         self.evaluator = Evaluator(self.ctx)
         self.round_times: list[float] = []
+        self.arm_pass_s = 20.0  # one arm, one pass (measured in round 0)
         self.final_estimate = 30.0
 
     # -- setup --------------------------------------------------------------------------------
@@ -145,7 +157,11 @@ class Synthesizer:
         ev = self.evaluator.evaluate(rd, {"start": cand}, "start", "start")
         if ev.get("status") != "ok":
             raise SynthesisError(f"benchmarking the start plan failed: {ev.get('error')}")
-        self.final_estimate = 1.5 * (time.monotonic() - t0)
+        if ev.get("integrity") or ev.get("checker_failures"):
+            raise SynthesisError(f"the start plan fails the evaluator's integrity checks: "
+                                 f"{ev.get('integrity')} {ev.get('checker_failures')}")
+        self.arm_pass_s = time.monotonic() - t0
+        self.final_estimate = self._final_estimate()
         ctx.reserve_s = self.final_estimate
         metric = ev["arms"]["start"][ctx.scenario.metric.kind]
         entry = self._entry(0, "start plan", {}, ACCEPTED, "the plan the search starts from",
@@ -169,12 +185,13 @@ class Synthesizer:
         ctx.say(f"round {n}: {cand.change}")
         if cand.screened_out:
             entry = {"round": n, "change": cand.change, "changes": cand.changes,
-                     "outcome": NOT_BENEFICIAL, "reason": cand.screened_out, "metric": None,
+                     "outcome": cand.screened_outcome, "reason": cand.screened_out,
+                     "metric": None,
                      "ratio": None, "speedup": None, "judge": "not run (screened out)",
                      "screened": cand.screened, "screen_ratio": cand.screen_ratio}
             self._finish_round(rd, entry, False, "")
             self.round_times.append(time.monotonic() - t0)
-            ctx.say(f"round {n}  {cand.change}: {NOT_BENEFICIAL} ({cand.screened_out}) "
+            ctx.say(f"round {n}  {cand.change}: {cand.screened_outcome} ({cand.screened_out}) "
                     f"[{self.round_times[-1]:.0f} s]")
             return True
         verdict = self.judge.judge(rd, cand.path)
@@ -235,7 +252,42 @@ class Synthesizer:
     def remaining(self) -> float:
         return self.budget_s - self.ctx.elapsed()
 
+    def _final_arms(self) -> dict[str, Path]:
+        """start, the plan after each accepted step, the start with only the best plan's
+        generic knobs, and the best plan: one final side-by-side run measures them all."""
+        ws = self.ctx.workspace
+        arms: dict[str, Path] = {"start": ws.root / "start.toml"}
+        seen = {Plan.load(arms["start"]).digest()}
+        steps = [e for e in ws.memory() if e["outcome"] == ACCEPTED and e["round"] > 0]
+        for i, e in enumerate(steps, 1):
+            path = ws.round_dir(e["round"]) / "candidate.toml"
+            if path.is_file() and Plan.load(path).digest() not in seen:
+                arms[f"step{i}"] = path
+                seen.add(Plan.load(path).digest())
+        best = Plan.load(ws.root / "plan.toml")
+        generic = generic_only(Plan.load(arms["start"]), best, self.ctx.skills)
+        # The arm that holds only the generic knobs: a step when one equals it, else its own.
+        self.generic_arm = next((a for a, p in arms.items()
+                                 if Plan.load(p).digest() == generic.digest()), None)
+        if self.generic_arm is None and generic.digest() != best.digest():
+            path = ws.root / "rounds" / "generic.toml"
+            generic.save(path)
+            arms["generic"] = path
+            self.generic_arm = "generic"
+            seen.add(generic.digest())
+        if best.digest() not in seen:
+            arms["best"] = ws.root / "plan.toml"
+        return arms
+
+    def _final_estimate(self) -> float:
+        """Seconds to keep for the final run: its passes of the start arm (measured in round 0)
+        dominate; every accepted step adds an arm that is, by construction, faster."""
+        steps = sum(e["outcome"] == ACCEPTED for e in self.ctx.workspace.memory()) - 1
+        passes = 2 if self.ctx.scenario.metric.kind == "median_tok_s" else FINAL_PASSES
+        return 1.3 * self.arm_pass_s * passes * (1 + 0.5 * max(steps, 1))
+
     def can_start_round(self) -> bool:
+        self.final_estimate = self._final_estimate()
         est = statistics.median(self.round_times) if self.round_times else self.final_estimate
         return self.remaining() > est + self.final_estimate
 
@@ -251,7 +303,8 @@ class Synthesizer:
         else:
             start_ev = ctx.workspace.round_dir(0) / "eval.json"
             if start_ev.is_file():
-                self.final_estimate = 1.5 * json.loads(start_ev.read_text()).get("wall_s", 20)
+                self.arm_pass_s = json.loads(start_ev.read_text()).get("wall_s", 20)
+            self.final_estimate = self._final_estimate()
         ctx.reserve_s = self.final_estimate
         n = max(e["round"] for e in memory) + 1
         stop = "rounds"
@@ -276,14 +329,23 @@ class Synthesizer:
         start = Plan.load(ws.root / "start.toml")
         final = None
         if best.digest() != start.digest():
-            ctx.say("final check: best vs start, side by side")
+            arms = self._final_arms()
+            if "best" not in arms:  # the last step is the best plan
+                last = [a for a in arms if a.startswith("step")][-1]
+                arms["best"] = arms.pop(last)
+            ctx.say(f"final check: {', '.join(arms)} side by side in one run")
             fd = ctx.out / "final"
             fd.mkdir(exist_ok=True)
             ctx.reserve_s, ctx.deadline = 0.0, None  # the final check is what the budget kept
-            final = self.evaluator.evaluate(fd, {"start": ws.root / "start.toml",
-                                                 "best": ws.root / "plan.toml"},
-                                            "start", "best", timeout_s=max(
-                                                self.final_estimate * 3, 60.0))
+            # Paired samples for an interval: per request at concurrency 1 (median_tok_s: two
+            # passes of the requests), per pass and level otherwise (FINAL_PASSES passes).
+            passes = 2 if ctx.scenario.metric.kind == "median_tok_s" else FINAL_PASSES
+            final = self.evaluator.evaluate(fd, arms, "start", "best",
+                                            timeout_s=max(self.final_estimate * 3, 60.0),
+                                            max_passes=passes, min_passes=passes)
+            final["arm_plans"] = {a: Plan.load(p).data for a, p in arms.items()}
+            generic = getattr(self, "generic_arm", None)
+            final["generic_arm"] = "best" if generic not in arms else generic
         uncommitted = ws.git("status", "--porcelain", check=False).strip()
         if uncommitted:
             last = max((e["round"] for e in ws.memory()), default=0)

@@ -5,7 +5,7 @@
                   max_num_seqs, max_num_batched_tokens, enable_chunked_prefill, use_cuda_graphs,
                   num_draft_tokens, adaptive_draft, max_draft_tokens, ...
     [serving]     use_predictions: hand each request's `prediction` to the engine (predicted
-                  outputs) or drop it (plain decoding)
+                  outputs) or drop it (plain decoding; the engine option enable_predictions)
     [runtime]     num_threads: torch CPU threads for this stack (0: the library default)
     [extension]   module: a workspace file defining `extend(engine, plan)` (see EXTENSIONS.md
                   in the workspace); written by the Claude implementer, never by the local policy
@@ -21,11 +21,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 __all__ = ["PLAN_SECTIONS", "Plan", "PlanError", "apply_extension", "toml_dumps"]
 
@@ -142,6 +141,7 @@ class Plan:
     def engine_options(self) -> dict[str, Any]:
         opts = dict(self.data.get("engine", {}))
         opts.setdefault("seed", self.get("model.seed", 0))
+        opts["enable_predictions"] = self.use_predictions  # [serving] use_predictions
         return opts
 
     # -- validation ---------------------------------------------------------------------------
@@ -182,8 +182,10 @@ class Plan:
 
     # -- building -----------------------------------------------------------------------------
 
-    def build_engine(self, workspace: str | Path | None = None) -> Any:
-        """The Engine this plan describes (threads set, extension applied)."""
+    def build_engine(self, workspace: str | Path | None = None,
+                     before_extension: Any = None) -> Any:
+        """The Engine this plan describes (threads set, extension applied). The harness passes
+        `before_extension(engine)` to install its forward audit before any extension code."""
         import torch
 
         from vibekit import Engine
@@ -193,6 +195,8 @@ class Plan:
         m = self.data["model"]
         engine = Engine.from_pretrained(m["source"], dtype=m.get("dtype", "float32"),
                                         device=m.get("device", "cpu"), **self.engine_options())
+        if before_extension is not None:
+            before_extension(engine)
         if self.extension:
             engine = apply_extension(engine, self, workspace)
         return engine

@@ -110,15 +110,35 @@ def write_outputs(ctx: RunContext, best: Plan, start: Plan, final: dict | None, 
                                                              f"over the start plan"))
     chained = next((e.get("speedup") for e in reversed(memory) if e["outcome"] == ACCEPTED), 1.0)
     start_metric = memory[0].get("metric") if memory else None
-    if final and final.get("status") == "ok":
-        f_ratio = final["ratios"]["best"]
+    integrity = {**((final or {}).get("integrity") or {}),
+                 **((final or {}).get("checker_failures") or {})}
+    if final and final.get("status") == "ok" and not integrity:
+        comp = final["comparison"]
+        f_ratio = comp["best"]["ratio"]
         f_start, f_best = final["arms"]["start"], final["arms"]["best"]
-        speedup_text = f"x{f_ratio:.2f}"
+        speedup_text = f"x{f_ratio:.2f} {_interval(comp['best'])}"
+        loads = final.get("load_average") or []
         result_lines = [
-            f"Best plan against the start plan, measured side by side in one run after the "
-            f"search: {label} {f_start[sc.metric.kind]:.1f} -> {f_best[sc.metric.kind]:.1f}, "
-            f"**x{f_ratio:.2f}** (the product of the accepted rounds' ratios was "
-            f"x{chained:.2f}).", ""]
+            f"The start plan, the plan after every accepted step and the best plan, measured "
+            f"side by side in one run after the search ({final.get('passes')} passes, "
+            f"interleaved; load average {min(loads, default=0):.1f}-{max(loads, default=0):.1f}"
+            f" on {ctx.facts.get('cpu.count')} cores): {label} {f_start[sc.metric.kind]:.1f} "
+            f"-> {f_best[sc.metric.kind]:.1f}, **{speedup_text}** ({_coverage(comp['best'])} "
+            f"interval of the paired ratio, {comp['best'].get('samples')} paired samples; the "
+            f"accepted rounds' own ratios multiplied to x{chained:.2f}).", "",
+            final_table(final, start, label, sc.metric.kind), ""]
+        from vibekit_agents.loop import generic_only
+
+        arm = final.get("generic_arm")
+        if arm in comp:
+            g = comp[arm]["ratio"]
+        else:  # the start holds the generic knobs already, or the best plan is only generic
+            all_generic = generic_only(start, best, ctx.skills).digest() == best.digest()
+            g, arm = (f_ratio, "best") if all_generic else (1.0, "start")
+        result_lines += [
+            f"Gain from generic knobs (threads, batching, graphs, dtype: what any engine has): "
+            f"x{g:.2f} (the `{arm}` arm: the start with only the best plan's generic knobs); "
+            f"gain from vibekit's primitives on top of them: x{f_ratio / g:.2f}.", ""]
         for k in sc.metric.report:
             result_lines.append(f"- {k}: start {f_start.get(k, 0):.3f}, best "
                                 f"{f_best.get(k, 0):.3f}")
@@ -126,7 +146,10 @@ def write_outputs(ctx: RunContext, best: Plan, start: Plan, final: dict | None, 
     else:
         f_ratio = None if final else 1.0
         speedup_text = f"x{chained:.2f} (chained; the final side-by-side check "
-        speedup_text += "failed)" if final else "was not needed: the start plan is the best)"
+        if integrity:
+            speedup_text += f"found integrity problems: {integrity})"
+        else:
+            speedup_text += "failed)" if final else "was not needed: the start plan is the best)"
         result_lines = [f"Speedup over the start: {speedup_text}."]
         hints = {}
         for e in reversed(memory):
@@ -154,7 +177,8 @@ def write_outputs(ctx: RunContext, best: Plan, start: Plan, final: dict | None, 
         "## Result", "", *result_lines, "",
         "## Iterations", "",
         "Each round's metric and ratio come from the candidate measured side by side with the "
-        "best plan of that moment; speedup over the start multiplies the accepted ratios.", "",
+        "best plan of that moment (the search's own measurements; the Result above is the one "
+        "final run); speedup over the start multiplies the accepted ratios.", "",
         iteration_table(memory, label), "",
         "![speedup per round](progress.svg)", "",
         "## The best plan", "",
@@ -186,6 +210,31 @@ def write_outputs(ctx: RunContext, best: Plan, start: Plan, final: dict | None, 
     return {"speedup": f_ratio if f_ratio is not None else chained,
             "speedup_text": speedup_text, "chained_speedup": chained, "rounds": len(memory) - 1,
             "stop": stop, "best_plan": best.data}
+
+
+def _coverage(c: dict[str, Any]) -> str:
+    return f"{c.get('coverage', 0):.0%}" if c.get("interval") else "no"
+
+
+def _interval(c: dict[str, Any]) -> str:
+    iv = c.get("interval")
+    return f"[{iv[0]:.2f}, {iv[1]:.2f}]" if iv else "[no interval]"
+
+
+def final_table(final: dict[str, Any], start: Plan, label: str, kind: str) -> str:
+    """One row per arm of the final run: what it changes from the start, its metric, its
+    ratio over the start with the interval."""
+    rows = [f"| arm | changes from the start | {label} | vs start (interval) | samples |",
+            "|---|---|---:|---:|---:|"]
+    plans = final.get("arm_plans", {})
+    for arm, m in final["arms"].items():
+        diff = start.diff(Plan(plans[arm])) if arm in plans else {}
+        shown = ", ".join(f"`{k}` {b!r}" for k, (_, b) in diff.items()) or "-"
+        c = final["comparison"].get(arm)
+        vs = "x1.00" if c is None else f"x{c['ratio']:.2f} {_interval(c)}"
+        rows.append(f"| {arm} | {shown} | {m[kind]:.1f} | {vs} | "
+                    f"{'-' if c is None else c.get('samples', 0)} |")
+    return "\n".join(rows)
 
 
 def _stop_text(stop: str) -> str:

@@ -7,7 +7,10 @@ nothing it patches survives it. The child:
   - drops ANTHROPIC_* variables from its environment,
   - caps its address space at (its size at start + memory_limit_mb),
   - installs an audit hook (which Python code cannot remove) that refuses and records any
-    read or listing of a protected folder (the judge's references) and records process spawns,
+    read or listing of a protected folder (the judge's references, the prepared requests) and
+    records process spawns; with `restrict_writes`, it also refuses and records every file
+    write outside a scratch folder that is deleted with the process, so nothing a candidate
+    computes survives it (no cache carried from the judge's run to the benchmark),
   - writes its stdout/stderr to a log file and its result as JSON.
 
 `run_task` classifies the end: ok, error (an exception in the task), oom, timeout, crashed.
@@ -69,7 +72,7 @@ def _context() -> Any:
 
 def run_task(task: str, args: dict[str, Any], timeout_s: float, memory_limit_mb: int = 6144,
              protected: tuple[str, ...] = (), log_path: str | Path | None = None,
-             cwd: str | Path | None = None) -> SandboxResult:
+             cwd: str | Path | None = None, restrict_writes: bool = False) -> SandboxResult:
     """Run `task` ("package.module:function", called with **args; returns JSON-able data) in a
     sandboxed child process and classify how it ended."""
     ctx = _context()
@@ -81,7 +84,7 @@ def run_task(task: str, args: dict[str, Any], timeout_s: float, memory_limit_mb:
     proc = ctx.Process(target=_child_main, daemon=True, args=(
         task, args, str(result_path), str(log), memory_limit_mb,
         tuple(os.path.realpath(p) for p in protected), str(violations_path),
-        str(cwd) if cwd else None))
+        str(cwd) if cwd else None, restrict_writes))
     t0 = time.perf_counter()
     with _main_hidden():
         proc.start()
@@ -161,9 +164,10 @@ def _tail(path: Path, n: int = 4000) -> str:
 
 def _child_main(task: str, args: dict[str, Any], result_path: str, log_path: str,
                 memory_limit_mb: int, protected: tuple[str, ...], violations_path: str,
-                cwd: str | None) -> None:
+                cwd: str | None, restrict_writes: bool = False) -> None:
     import importlib
     import resource
+    import shutil
     import sys
 
     os.setpgrp()  # so a timeout kills whatever the task spawned too
@@ -180,8 +184,18 @@ def _child_main(task: str, args: dict[str, Any], result_path: str, log_path: str
     if vm and memory_limit_mb:
         limit = vm + memory_limit_mb * (1 << 20)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    if protected:
-        sys.addaudithook(_make_hook(protected, violations_path))
+    scratch = None
+    if restrict_writes:
+        scratch = os.path.realpath(tempfile.mkdtemp(prefix="vibekit-scratch-"))
+        for key in ("TMPDIR", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
+            os.environ[key] = scratch
+        tempfile.tempdir = scratch
+        sys.dont_write_bytecode = True
+    if protected or restrict_writes:
+        writable = (scratch,) if scratch else None
+        sys.addaudithook(_make_hook(protected, violations_path, writable,
+                                    (os.path.realpath(result_path + ".tmp"),
+                                     os.path.realpath(result_path))))
     out: dict[str, Any]
     try:
         module_name, func_name = task.split(":")
@@ -201,6 +215,8 @@ def _child_main(task: str, args: dict[str, Any], result_path: str, log_path: str
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, result_path)
+    if scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
     sys.stdout.flush()
     sys.stderr.flush()
     try:  # unlink what the task's libraries registered (named semaphores) before os._exit
@@ -223,19 +239,54 @@ def _vm_bytes() -> int:
     return 0
 
 
-def _make_hook(protected: tuple[str, ...], violations_path: str) -> Any:
+def _make_hook(protected: tuple[str, ...], violations_path: str,
+               writable: tuple[str, ...] | None = None, also_writable: tuple[str, ...] = ()
+               ) -> Any:
+    """The child's audit hook. writable=None: writes are not restricted; else only paths
+    under `writable` (and the files in `also_writable`) may be opened for writing."""
     realpath = os.path.realpath
     spawn_events = {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
                     "os.fork", "pty.spawn"}
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+    allowed = {violations_path, *also_writable}
+
+    def is_write(event: str, hook_args: tuple) -> bool:
+        if event != "open" or len(hook_args) < 3:
+            return event in ("os.rename", "shutil.copyfile", "sqlite3.connect")
+        mode, flags = hook_args[1], hook_args[2]
+        if isinstance(mode, str):
+            return any(c in mode for c in "wax+")
+        return isinstance(flags, int) and bool(flags & write_flags)
+
+    def check_write(event: str, hook_args: tuple) -> None:
+        if writable is None or not is_write(event, hook_args):
+            return
+        targets = hook_args[1:2] if event in ("os.rename", "shutil.copyfile") else hook_args[:1]
+        for path in targets:
+            if isinstance(path, int) or path is None:
+                continue
+            try:
+                full = realpath(os.fsdecode(path))
+            except (TypeError, ValueError):
+                continue
+            if full in allowed or any(full == w or full.startswith(w + os.sep)
+                                      for w in writable):
+                continue
+            if full == ":memory:" or str(path) == ":memory:":
+                continue
+            record(f"write outside the scratch folder: {full} ({event})")
+            raise PermissionError(f"{full}: candidates may write only to their scratch folder")
 
     def record(message: str) -> None:
         with open(violations_path, "a") as f:  # reentrant: this path is not protected
             f.write(message + "\n")
 
     def hook(event: str, hook_args: tuple) -> None:
-        if event in ("open", "os.listdir", "os.scandir", "shutil.copyfile", "os.rename"):
+        if event in ("open", "os.listdir", "os.scandir", "shutil.copyfile", "os.rename",
+                     "sqlite3.connect"):
             if not hook_args:
                 return
+            check_write(event, hook_args)
             path = hook_args[0]
             if isinstance(path, int) or path is None:
                 return

@@ -46,6 +46,10 @@ load levels, the metric and the checker. Layout of scenario.toml::
     [start.serving]                        # (bare keys go to the [stack] section)
     use_predictions = false
 
+    [quick]                                # `vibekit-synthesize --quick`: [workload] keys (and
+    num_requests = 2                       # workload params) for a run of seconds to minutes
+    max_tokens = 24                        # that checks the scenario end to end
+
 A folder may add `stack.py` with `build_stack(plan, scenario)` for pipelines that are not a
 single LLM Engine (see vibekit_agents.stack).
 """
@@ -54,14 +58,14 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import tomllib
-
-__all__ = ["Scenario", "ScenarioError", "list_scenarios", "load_scenario", "scenario_roots"]
+__all__ = ["Scenario", "ScenarioError", "dump_toml", "list_scenarios", "load_scenario",
+           "scenario_roots", "write_quick_variant"]
 
 METRIC_KINDS = ("median_tok_s", "throughput_tok_s", "requests_per_s")
 METRIC_ALIASES = {**{k: k for k in METRIC_KINDS}, "images_per_s": "requests_per_s",
@@ -70,7 +74,8 @@ METRIC_ALIASES = {**{k: k for k in METRIC_KINDS}, "images_per_s": "requests_per_
 REPORT_NUMBERS = ("p50_latency_s", "p99_latency_s", "p50_ttft_s", "p99_ttft_s",
                   "throughput_tok_s", "median_tok_s", "requests_per_s")
 REQUIRED_FILES = ("workload.py", "reference.py", "checker.py")
-_SECTIONS = {"name", "description", "model", "workload", "metric", "checker", "search", "start"}
+_SECTIONS = {"name", "description", "model", "workload", "metric", "checker", "search", "start",
+             "quick"}
 
 
 class ScenarioError(ValueError):
@@ -141,6 +146,7 @@ class Scenario:
     checker: CheckerSpec
     search: SearchSpec
     start: dict[str, Any]
+    quick: dict[str, Any] = field(default_factory=dict)
 
     @property
     def toml_path(self) -> Path:
@@ -239,6 +245,7 @@ def load_scenario(path: str | Path) -> Scenario:
         checker=_checker(v, v.table(data, "checker", required=True)),
         search=_search(v, v.table(data, "search")),
         start=_start(v, v.table(data, "start")),
+        quick=dict(v.table(data, "quick")),
     )
 
 
@@ -385,6 +392,64 @@ def _start(v: _Validator, t: dict) -> dict[str, Any]:
                    f"comes from [model])")
         out.setdefault(section, {}).update(body)
     return out
+
+
+QUICK_DEFAULTS = {"num_requests": 2, "warmup_requests": 1}
+
+
+def write_quick_variant(sc: Scenario, folder: str | Path) -> Path:
+    """A copy of the scenario folder whose workload is cut to the [quick] table (default: 2
+    measured requests, 1 warm-up, load levels capped at the request count), for a run that
+    checks the scenario end to end in little time. Returns the new folder."""
+    import shutil
+
+    folder = Path(folder)
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(sc.root, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    data = tomllib.loads(sc.toml_path.read_text())
+    data.pop("quick", None)
+    data["name"] = sc.name
+    workload = data.setdefault("workload", {})
+    params = workload.get("params") if isinstance(workload.get("params"), dict) else None
+    known = {"num_requests", "concurrency", "seed", "warmup_requests"}
+    for key, value in {**QUICK_DEFAULTS, **sc.quick}.items():
+        if key not in known and params is not None and key in params:
+            params[key] = value
+        else:
+            workload[key] = value
+    n = workload["num_requests"]
+    conc = workload.get("concurrency", [1])
+    conc = [conc] if isinstance(conc, int) else conc
+    workload["concurrency"] = sorted({min(c, n) for c in conc})
+    (folder / "scenario.toml").write_text(dump_toml(data))
+    return folder
+
+
+def dump_toml(data: dict[str, Any], prefix: str = "") -> str:
+    """Nested tables of plain values (what scenario.toml holds) as TOML."""
+    import json
+
+    def key(k: str) -> str:
+        return k if k.replace("_", "").replace("-", "").isalnum() else json.dumps(k)
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        raise ScenarioError(f"cannot write {v!r} to TOML")
+
+    lines = [f"{key(k)} = {value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for k, v in data.items():
+        if isinstance(v, dict):
+            name = f"{prefix}.{key(k)}" if prefix else key(k)
+            lines += ["", f"[{name}]", dump_toml(v, name).strip("\n")]
+    return "\n".join(lines) + "\n"
 
 
 def scenario_roots() -> list[Path]:

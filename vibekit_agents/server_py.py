@@ -43,13 +43,14 @@ NUM_THREADS = {num_threads!r}  # 0: torch's default
 PLAN = {plan_dict!r}
 {extension_const}
 
-{engine_class}
+
 
 def build_engine() -> Engine:
     if NUM_THREADS:
         torch.set_num_threads(NUM_THREADS)
-    engine_cls = Engine if USE_PREDICTIONS else PlainDecodingEngine
-    engine = engine_cls.from_pretrained(MODEL, dtype=DTYPE, device=DEVICE, **ENGINE_OPTIONS)
+    # ENGINE_OPTIONS holds enable_predictions = USE_PREDICTIONS: the engine itself ignores
+    # requests' `prediction` when the plan turned predicted outputs off.
+    engine = Engine.from_pretrained(MODEL, dtype=DTYPE, device=DEVICE, **ENGINE_OPTIONS)
 {extension_call}    return engine
 
 
@@ -73,13 +74,6 @@ if __name__ == "__main__":
     main()
 '''
 
-_PLAIN_ENGINE = '''\
-class PlainDecodingEngine(Engine):
-    """The plan turns predicted outputs off: requests' `prediction` is ignored."""
-
-    def add_request(self, prompt, params=None, request_id=None, prediction=None, **kwargs):
-        return super().add_request(prompt, params, request_id, **kwargs)
-'''
 
 
 def render_server_py(plan: Plan, scenario_name: str, served_name: str | None = None,
@@ -106,5 +100,5 @@ def render_server_py(plan: Plan, scenario_name: str, served_name: str | None = N
         dtype=m.get("dtype", "float32"), device=m.get("device", "cpu"),
         engine_options=repr(plan.engine_options()), use_predictions=plan.use_predictions,
         num_threads=plan.num_threads, extension_const=ext_const, extension_call=ext_call,
-        engine_class=_PLAIN_ENGINE, plan_dict=plan.data,
+        plan_dict=plan.data,
     )

@@ -4,6 +4,8 @@ SKILL.md starts with YAML front matter holding `name` and `description`; the bod
 readers (people and the Claude roles). knobs.toml is for the offline planner::
 
     skill = "predicted-outputs"
+    kind = "primitive"                   # or "generic": a knob any engine has (threads,
+                                         # batching, graphs, dtype); reports split the gain
 
     [[knobs]]
     name = "engine.num_draft_tokens"     # a dotted plan path (see vibekit_agents.plan)
@@ -23,11 +25,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 __all__ = ["Knob", "Skill", "load_skills", "skills_root"]
 
@@ -72,6 +73,7 @@ class Skill:
     description: str
     path: Path
     knobs: tuple[Knob, ...]
+    kind: str = "primitive"  # "primitive" (a vibekit technique) or "generic" (any engine's knob)
 
     def text(self) -> str:
         return (self.path / "SKILL.md").read_text()
@@ -125,8 +127,12 @@ def load_skills(root: str | Path | None = None) -> dict[str, Skill]:
             raise ValueError(f"{folder}/SKILL.md: name {meta['name']!r} must match the folder")
         knobs: list[Knob] = []
         sidecar = folder / "knobs.toml"
+        kind = "primitive"
         if sidecar.is_file():
             data = tomllib.loads(sidecar.read_text())
+            kind = data.get("kind", "primitive")
+            if kind not in ("primitive", "generic"):
+                raise ValueError(f"{sidecar}: kind {kind!r} must be 'primitive' or 'generic'")
             for k in data.get("knobs", []):
                 knobs.append(Knob(
                     name=k["name"], skill=folder.name, domain=tuple(k.get("domain", [])),
@@ -136,5 +142,6 @@ def load_skills(root: str | Path | None = None) -> dict[str, Skill]:
                     requires=dict(k.get("requires", {})), priority=float(k.get("priority", 1)),
                     max_fact=k.get("max_fact"), why=k.get("why", ""), note=k.get("note", ""),
                 ))
-        skills[folder.name] = Skill(meta["name"], meta["description"], folder, tuple(knobs))
+        skills[folder.name] = Skill(meta["name"], meta["description"], folder, tuple(knobs),
+                                    kind)
     return skills

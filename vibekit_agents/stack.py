@@ -15,10 +15,10 @@ A scenario whose stack is not one LLM Engine (an image pipeline) ships `stack.py
 `build_stack(plan, scenario, workspace)` returning an object with the same methods: `add`,
 `step` (StepEvents; `output` is the finished request's JSON-able result, given to the
 scenario's checker; `num_new_tokens` counts the units its metric counts), `has_unfinished`,
-`abort`, `activate`, `stream` and `run` (LLMStack's versions show the contract). Its knobs
-live in the plan's [stack] section (`plan.get("stack.<name>")`). If it exposes `engine.model`
-as a torch module the judge audits the forward; otherwise the audit is skipped with a warning
-and the checker alone decides.
+`abort`, `activate`, `stream` and `run` (LLMStack's versions show the contract;
+`run_closed_loop` implements `run` for any stack). Its knobs live in the plan's [stack] section
+(`plan.get("stack.<name>")`). A scenario stack has no token forward audit (the harness audits
+LLM Engines only); its checker judges every timed output.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from vibekit_agents.audit import ForwardAudit, new_request_id
 from vibekit_agents.plan import Plan
 
-__all__ = ["LLMStack", "StepEvent", "build_stack", "output_dict"]
+__all__ = ["LLMStack", "StepEvent", "build_stack", "output_dict", "run_closed_loop"]
 
 # NOTE: torch's own default thread count, captured once in this process before any plan
 # changes it, so that a plan with num_threads = 0 really gets the default back.
@@ -57,16 +58,23 @@ def output_dict(out: Any) -> dict[str, Any]:
 
 
 class LLMStack:
-    """Plan -> Engine, and workload requests -> engine calls."""
+    """Plan -> Engine, and workload requests -> engine calls (through vibekit.serve's own
+    OpenAI request mapping, so the stack and the rendered server.py read a request alike)."""
 
-    def __init__(self, plan: Plan, workspace: Any = None) -> None:
+    def __init__(self, plan: Plan, workspace: Any = None, audit: bool = False) -> None:
         import torch
 
         global _DEFAULT_THREADS
         if _DEFAULT_THREADS is None:
             _DEFAULT_THREADS = torch.get_num_threads()
         self.plan = plan
-        self.engine = plan.build_engine(workspace)
+        self.audit: ForwardAudit | None = None
+
+        def install(engine: Any) -> None:  # before the plan's extension code runs
+            if audit and hasattr(engine.model, "register_forward_pre_hook"):
+                self.audit = ForwardAudit(engine.model, engine.model_config.vocab_size)
+
+        self.engine = plan.build_engine(workspace, before_extension=install)
 
     def activate(self) -> None:
         import torch
@@ -78,42 +86,47 @@ class LLMStack:
     # -- requests -----------------------------------------------------------------------------
 
     def engine_args(self, request: dict[str, Any]) -> tuple[Any, Any, Any]:
-        """(prompt, SamplingParams, prediction) for one OpenAI-shaped request."""
-        from vibekit import SamplingParams
+        """(prompt ids, SamplingParams, prediction) for one OpenAI-shaped request, mapped the
+        way vibekit.serve maps an HTTP body (defaults, max_tokens, chat template)."""
+        from vibekit.serve import prompts
+        from vibekit.serve.protocol import ChatCompletionRequest, CompletionRequest
+        from vibekit.serve.serving import sampling_params
 
-        if "messages" in request:
-            prompt = self._chat_ids(request["messages"])
+        body = {"model": "scenario", **request}
+        pred = body.get("prediction")
+        token_pred = None
+        if isinstance(pred, dict) and "content_token_ids" in pred:
+            # A scenario extension of the OpenAI shape: the prediction as token ids (random-
+            # weight models emit ids that are not valid text). serve takes text only.
+            token_pred = list(pred["content_token_ids"])
+            body.pop("prediction")
+        tok, engine = self.engine.tokenizer, self.engine
+        if "messages" in body:
+            req: Any = ChatCompletionRequest.model_validate(body)
+            text = prompts.render_chat(tok, [m.as_template_input() for m in req.messages])
+            ids = prompts.encode(tok, text, add_special_tokens=False)
+            param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
+            max_tokens = req.requested_max_tokens
         else:
-            prompt = request["prompt"]
-        fields = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "ignore_eos",
-                  "response_format")
-        kwargs = {k: request[k] for k in fields if request.get(k) is not None}
-        kwargs.setdefault("max_tokens", 16)
-        kwargs.setdefault("temperature", 1.0)  # the OpenAI default
-        params = SamplingParams(**kwargs)
-        prediction = None
-        pred = request.get("prediction")
-        if self.plan.use_predictions and isinstance(pred, dict):
-            if "content_token_ids" in pred:
-                prediction = list(pred["content_token_ids"])
-            elif isinstance(pred.get("content"), list):  # OpenAI text parts
-                prediction = "".join(p.get("text", "") for p in pred["content"])
-            else:
-                prediction = pred.get("content")
-        return prompt, params, prediction
-
-    def _chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        tok = self.engine.tokenizer
-        text = tok.apply_chat_template(list(messages), add_generation_prompt=True,
-                                       tokenize=False)
-        return list(tok(text, add_special_tokens=False)["input_ids"])
+            req = CompletionRequest.model_validate(body)
+            if len(req.prompts) != 1:
+                raise ValueError("a workload request must carry one prompt")
+            ids = prompts.encode(tok, req.prompts[0], vocab_size=engine.model_config.vocab_size)
+            param, max_tokens = "max_tokens", req.max_tokens
+        req.check_supported()
+        if req.n != 1:
+            raise ValueError(f"a workload request must have n = 1, got {req.n}")
+        budget = prompts.resolve_max_tokens(len(ids), max_tokens, engine.config.max_model_len,
+                                            param)
+        params = sampling_params(req, budget, 0)
+        prediction = token_pred if token_pred is not None else (
+            req.prediction.text if req.prediction else None)
+        return ids, params, prediction
 
     def add(self, request: dict[str, Any], request_id: str) -> None:
         prompt, params, prediction = self.engine_args(request)
-        if prediction is None:
-            self.engine.add_request(prompt, params, request_id=request_id)
-        else:
-            self.engine.add_request(prompt, params, request_id=request_id, prediction=prediction)
+        # The engine drops the prediction itself when the plan turns predictions off.
+        self.engine.add_request(prompt, params, request_id=request_id, prediction=prediction)
 
     def step(self) -> list[StepEvent]:
         events = []
@@ -128,9 +141,10 @@ class LLMStack:
     def abort(self, request_id: str) -> None:
         self.engine.abort(request_id)
 
-    def stream(self, request: dict[str, Any], request_id: str = "stream-0"
+    def stream(self, request: dict[str, Any], request_id: str | None = None
                ) -> Iterator[StepEvent]:
         """Yield this request's events as steps advance it (the last one is finished)."""
+        request_id = request_id or new_request_id()
         self.add(request, request_id)
         while True:
             for ev in self.step():
@@ -139,26 +153,33 @@ class LLMStack:
                     if ev.finished:
                         return
 
-    def run(self, requests: list[dict[str, Any]], concurrency: int = 1,
-            prefix: str = "r") -> list[dict[str, Any]]:
+    def run(self, requests: list[dict[str, Any]], concurrency: int = 1) -> list[dict[str, Any]]:
         """Run requests closed-loop at `concurrency`; outputs in request order."""
-        outputs: dict[int, dict[str, Any]] = {}
-        pending = list(enumerate(requests))
-        in_flight: dict[str, int] = {}
-        while pending or in_flight:
-            while pending and len(in_flight) < concurrency:
-                i, req = pending.pop(0)
-                rid = f"{prefix}{i}"
-                self.add(req, rid)
-                in_flight[rid] = i
-            for ev in self.step():
-                if ev.finished and ev.request_id in in_flight:
-                    outputs[in_flight.pop(ev.request_id)] = ev.output
-        return [outputs[i] for i in range(len(requests))]
+        return run_closed_loop(self, requests, concurrency)
 
 
-def build_stack(plan: Plan, scenario: Any = None, workspace: Any = None) -> Any:
-    """The scenario's own stack (stack.py: build_stack) if it has one, else an LLMStack."""
+def run_closed_loop(stack: Any, requests: list[dict[str, Any]], concurrency: int = 1
+                    ) -> list[dict[str, Any]]:
+    """Any stack's requests closed-loop at `concurrency`, each under a fresh random id."""
+    outputs: dict[int, dict[str, Any]] = {}
+    pending = list(enumerate(requests))
+    in_flight: dict[str, int] = {}
+    while pending or in_flight:
+        while pending and len(in_flight) < concurrency:
+            i, req = pending.pop(0)
+            rid = new_request_id()
+            stack.add(req, rid)
+            in_flight[rid] = i
+        for ev in stack.step():
+            if ev.finished and ev.request_id in in_flight:
+                outputs[in_flight.pop(ev.request_id)] = ev.output
+    return [outputs[i] for i in range(len(requests))]
+
+
+def build_stack(plan: Plan, scenario: Any = None, workspace: Any = None,
+                audit: bool = False) -> Any:
+    """The scenario's own stack (stack.py: build_stack) if it has one, else an LLMStack. With
+    `audit`, an LLMStack carries a ForwardAudit installed before the plan's extension runs."""
     if scenario is not None and scenario.has_module("stack"):
         return scenario.module("stack").build_stack(plan, scenario, workspace)
-    return LLMStack(plan, workspace)
+    return LLMStack(plan, workspace, audit=audit)

@@ -30,9 +30,11 @@ CHECKER_FAILED = "checker failed"
 CRASHED = "crashed"
 TIMED_OUT = "timed out"
 CHEATING = "rejected: cheating"
-OUTCOMES = (ACCEPTED, NOT_BENEFICIAL, IMPLEMENTATION_BUG, CHECKER_FAILED, CRASHED, TIMED_OUT,
-            CHEATING)
-# Outcomes after which the same change is not tried again.
+INCONCLUSIVE = "inconclusive (noise)"
+OUTCOMES = (ACCEPTED, NOT_BENEFICIAL, INCONCLUSIVE, IMPLEMENTATION_BUG, CHECKER_FAILED, CRASHED,
+            TIMED_OUT, CHEATING)
+# Outcomes after which the same change is not tried again (an inconclusive one is retried
+# later, a bounded number of times: vibekit_agents.roles.planner).
 FINAL_OUTCOMES = (ACCEPTED, NOT_BENEFICIAL, CHECKER_FAILED, CHEATING, CRASHED, TIMED_OUT)
 
 EXTENSIONS_DOC = """\
@@ -52,7 +54,12 @@ The judge runs every candidate in a fresh process and rejects, whatever the spee
 - reading reference outputs or anything outside the workspace the judge keeps to itself,
 - canned text, buffered streaming (one chunk at the end),
 - changing the workload, its load levels, max_tokens or the clock,
-- spawning processes or loading native code.
+- spawning processes or loading native code,
+- writing files outside the process's scratch folder (deleted when the process ends),
+- usage numbers that disagree with the returned tokens.
+The evaluator's timed requests look exactly like the judge's (random ids), every timed output
+is checked against the references, and the harness's own hook on the model's forward (installed
+before extend() runs) must have seen every output token go in.
 """
 
 
@@ -154,7 +161,8 @@ class Workspace:
             f"# MEMORY: {scenario_name}", "",
             "Every attempt and why it ended as it did. Outcome classes: "
             + ", ".join(f"*{o}*" for o in OUTCOMES) + ".",
-            "A change that failed for an implementation bug may be retried once fixed; one that "
+            "A change that failed for an implementation bug may be retried once fixed, and one "
+            "whose measurement could not separate it from noise is retried later; one that "
             "is not beneficial for this workload, fails the checker, crashes, times out or "
             "cheats is not retried.", "",
             "| round | change | outcome | metric | vs best | speedup over start |",

@@ -9,12 +9,17 @@ from typing import Any
 import numpy as np
 
 
-def reference_outputs(requests: list[dict[str, Any]], model: Any = None) -> list[np.ndarray]:
-    """One float32 image [16, 16] in [0, 1] per request."""
+def reference_outputs(requests: list[dict[str, Any]], model: Any = None,
+                      **_: Any) -> list[list[list[float]]]:
+    """One float32 image [16, 16] in [0, 1] per request, as nested lists (JSON). `model` is a
+    loaded model, or the scenario's source ("zoo:digits-flow"), or None."""
     import vibekit.zoo
     from vibekit.cfg import CFGCachePolicy, FlowCFGSampler
 
-    model = model if model is not None else vibekit.zoo.load("digits-flow")
+    if model is None or isinstance(model, str):
+        name = model[len("zoo:"):] if isinstance(model, str) and model.startswith("zoo:") \
+            else "digits-flow"
+        model = vibekit.zoo.load(name)
     outputs = []
     for req in requests:
         sampler = FlowCFGSampler(model, num_steps=req["num_inference_steps"],
@@ -23,5 +28,5 @@ def reference_outputs(requests: list[dict[str, Any]], model: Any = None) -> list
                                  reuse_prompt_kv=False)
         out = sampler.generate([req["prompt"]], seeds=[req["seed"]],
                                negative_prompts=[req["negative_prompt"]])
-        outputs.append(np.asarray(out.images[0], dtype=np.float32))
+        outputs.append(np.asarray(out.images[0], dtype=np.float32).tolist())
     return outputs

@@ -78,10 +78,11 @@ def _key(headers) -> str | None:
 class Recorder(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self):
+    def __init__(self, script_fn=None):
         super().__init__(("127.0.0.1", 0), Handler)
         self.requests: list[dict] = []
         self.lock = threading.Lock()
+        self.script = script_fn or script
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -96,7 +97,7 @@ class Handler(BaseHTTPRequestHandler):
         with self.server.lock:
             self.server.requests.append({"path": self.path, "role": role, "turn": turn,
                                          "key": _key(self.headers), "body": body})
-        content = script(role, turn, body)
+        content = self.server.script(role, turn, body)
         stop = "tool_use" if content else "end_turn"
         reply = {"id": f"msg_{role}_{turn}", "type": "message", "role": "assistant",
                  "model": body["model"], "content": content or [{"type": "text",
@@ -169,7 +170,8 @@ def test_round_is_judged_measured_and_recorded(claude_run):
     rd = ws / "rounds" / "round-01"
     assert json.loads((rd / "judge.json").read_text())["review"]["passed"] is True
     assert "scripted evaluator" in (rd / "hints.md").read_text()
-    assert {p.stem for p in (rd / "transcripts").glob("*.json")} == {
+    assert not (rd / "transcripts").exists()  # outside the workspace: no role can read them
+    assert {p.stem for p in (out / "transcripts" / "round-01").glob("*.json")} == {
         "planner", "implementer", "judge", "evaluator"}
 
 
@@ -180,3 +182,77 @@ def test_api_key_is_sent_but_never_written(claude_run):
     leaked = [p for p in Path(out).rglob("*") if p.is_file() and secret in p.read_bytes()]
     assert leaked == []
     assert not any(API_KEY in line for line in said)
+
+
+def _round_of(role: str, body: dict) -> int:
+    import re
+
+    first = body["messages"][0]["content"]
+    text = first if isinstance(first, str) else json.dumps(first)
+    m = re.search(r"[Rr]ound[ -]0?(\d+)", text)
+    assert m, text
+    return int(m.group(1))
+
+
+def reject_then_fix(role: str, turn: int, body: dict) -> list[dict] | None:
+    """Round 1: the implementer slips an unasked change in; the judge (who tries to read the
+    implementer's transcript and notes, and cannot) rejects. Round 2: the fix is accepted."""
+    n = _round_of(role, body)
+    rd = f"rounds/round-{n:02d}"
+    if role == "planner":
+        calls = [("read_file", {"path": "MEMORY.md"}),
+                 ("submit_proposal", {"change": "turn on predicted outputs" + (
+                     "" if n == 1 else " (without the page_size change)"),
+                     "knobs": {"serving.use_predictions": True}})]
+    elif role == "implementer":
+        plan = _tool_result(body, "toolu_implementer_0") if turn == 1 else ""
+        new = plan.replace("use_predictions = false", "use_predictions = true")
+        if n == 1:
+            new = new.replace("[engine]\n", "[engine]\npage_size = 8\n")
+        calls = [("read_file", {"path": "plan.toml"}),
+                 ("write_file", {"path": f"{rd}/candidate.toml", "content": new}),
+                 ("submit_candidate", {"notes": "trust me, page_size 8 is needed"})]
+    elif role == "judge":
+        calls = [("read_file", {"path": f"{rd}/transcripts/implementer.json"}),
+                 ("read_file", {"path": f"{rd}/implementer.md"}),
+                 ("list_files", {"path": rd}),
+                 ("show_diff", {}),
+                 ("verdict", {"passed": n != 1, "category": "incorrect",
+                              "reason": "changes page_size, which the proposal did not ask"}
+                  if n == 1 else {"passed": True, "category": "ok", "reason": "one knob"})]
+    else:
+        calls = [("write_hints", {"text": f"round {n}: fine"})]
+    if turn >= len(calls):
+        return None
+    name, args = calls[turn]
+    return [{"type": "tool_use", "id": f"toolu_{role}_{turn}", "name": name, "input": args}]
+
+
+def test_implement_judge_rejects_fix_accept(tiny_scenario, tiny_prepared, tmp_path):
+    server = Recorder(reject_then_fix)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    out = tmp_path / "out"
+    for name in ("data", ".judge"):
+        shutil.copytree(tiny_prepared / name, out / name)
+    factory = claude_policy_factory(API_KEY, "claude-test-model",
+                                    base_url=f"http://127.0.0.1:{server.server_port}")
+    Synthesizer(load_scenario(tiny_scenario), out, factory, rounds=2, budget_s=900,
+                progress=lambda m: None).run()
+    server.shutdown()
+    memory = [json.loads(line) for line in
+              (out / "workspace" / "memory.jsonl").read_text().splitlines()]
+    assert [e["outcome"] for e in memory] == [ACCEPTED, "checker failed", ACCEPTED], memory
+    assert "judge review: changes page_size" in memory[1]["reason"]
+    assert memory[2]["changes"] == {"serving.use_predictions": True}
+    # The judge's reads of the implementer's transcript and notes failed; its listing hid them.
+    judge = [r for r in server.requests if r["role"] == "judge"]
+    r1 = [r for r in judge if _round_of("judge", r["body"]) == 1]
+    last = max(r1, key=lambda r: r["turn"])["body"]
+    results = {b["tool_use_id"]: b for m in last["messages"] if isinstance(m["content"], list)
+               for b in m["content"] if b.get("type") == "tool_result"}
+    assert results["toolu_judge_0"]["is_error"] and results["toolu_judge_1"]["is_error"]
+    listing = results["toolu_judge_2"]["content"]
+    assert "candidate.toml" in listing and "implementer.md" not in listing
+    assert "proposal" not in listing and "transcripts" not in listing
+    assert "trust me" not in json.dumps([r["body"] for r in judge])
+    assert (out / "transcripts" / "round-01" / "implementer.json").is_file()

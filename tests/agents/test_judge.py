@@ -146,8 +146,8 @@ def test_honest_candidate_with_predictions_passes(ctx):
 
 @pytest.mark.parametrize("name, code, evidence", [
     ("prompt_keyed_cache", PROMPT_KEYED_CACHE, "static: caches outputs by prompt"),
-    ("remembered_outputs", REMEMBERED_OUTPUTS, "without the model"),
-    ("skip_forward", SKIP_FORWARD, "skips the model forward"),
+    ("remembered_outputs", REMEMBERED_OUTPUTS, "a repeated request: 0 tokens went through"),
+    ("skip_forward", SKIP_FORWARD, "tokens went through the model"),
     ("reads_references", READS_REFERENCES, "read of protected path"),
 ], ids=["prompt_keyed_cache", "remembered_outputs", "skip_forward", "reads_references"])
 def test_planted_cheats_are_rejected(ctx, name, code, evidence):

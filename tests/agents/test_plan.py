@@ -17,10 +17,11 @@ def _start() -> Plan:
     return Plan.start(sc, "dummy:tiny-llama")
 
 
-def test_start_plan_is_plain_decoding():
+def test_start_plan_is_plain_decoding_on_engine_defaults():
     plan = _start()
-    assert not plan.use_predictions and plan.num_threads == 1
-    assert plan.engine_options() == {"max_model_len": 1024, "seed": 0}
+    assert not plan.use_predictions and plan.num_threads == 0  # 0: torch's default, the cores
+    assert plan.engine_options() == {"max_model_len": 1024, "seed": 0,
+                                     "enable_predictions": False}
 
 
 def test_changes_round_trip_through_toml():
@@ -59,4 +60,5 @@ def test_server_py_serves_the_plan_through_the_public_api():
     assert "from vibekit.serve import create_app" in text
     assert "'num_draft_tokens': 32" in text and "USE_PREDICTIONS = True" in text
     plain = render_server_py(_start(), "code-edit")
-    assert "USE_PREDICTIONS = False" in plain and "PlainDecodingEngine" in plain
+    assert "USE_PREDICTIONS = False" in plain and "'enable_predictions': False" in plain
+    assert "PlainDecodingEngine" not in plain  # the engine option switches predictions off

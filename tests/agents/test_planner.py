@@ -13,7 +13,9 @@ from vibekit_agents.roles.implementer import LocalImplementer, repair
 from vibekit_agents.roles.planner import LocalPlanner, build_backlog, decide
 from vibekit_agents.workspace import (
     ACCEPTED,
+    CHEATING,
     IMPLEMENTATION_BUG,
+    INCONCLUSIVE,
     NOT_BENEFICIAL,
     TIMED_OUT,
 )
@@ -101,10 +103,19 @@ def test_implementation_bug_is_retried_with_a_repair(ctx):
 
 def test_decision_is_mechanical():
     ok = {"passed": True, "reasons": []}
-    ev = {"status": "ok", "ratios": {"candidate": 1.5}}
+
+    def ev_of(ratio, lo, hi, decision):
+        return {"status": "ok", "comparison": {"candidate": {
+            "ratio": ratio, "interval": [lo, hi], "samples": 5, "decision": decision}}}
+
+    ev = ev_of(1.5, 1.3, 1.7, "better")
     assert decide(ok, ev, "candidate", 0.03, True)[0] == ACCEPTED
-    assert decide(ok, {"status": "ok", "ratios": {"candidate": 1.01}}, "candidate", 0.03,
+    assert decide(ok, ev_of(1.01, 0.97, 1.02, "not better"), "candidate", 0.03,
                   True)[0] == NOT_BENEFICIAL
+    assert decide(ok, ev_of(1.1, 0.8, 1.4, "undecided"), "candidate", 0.03,
+                  True)[0] == INCONCLUSIVE
+    cheat = dict(ev, integrity={"candidate": ["a timed request: 0 tokens went through"]})
+    assert decide(ok, cheat, "candidate", 0.03, True)[0] == CHEATING
     assert decide(ok, {"status": "timeout", "error": "x"}, "candidate", 0.03, True)[0] \
         == TIMED_OUT
     bad = {"passed": False, "outcome": IMPLEMENTATION_BUG, "reasons": ["boom"]}

@@ -166,3 +166,13 @@ def test_sampling_with_a_prediction_matches_plain_sampling_in_the_engine():
         b = torch.bincount(torch.tensor([o.token_ids[pos] for o in spec]), minlength=512)
         tv = 0.5 * (a / a.sum() - b / b.sum()).abs().sum()
         assert tv < 0.06, f"position {pos}: total variation {tv:.3f}"
+
+
+def test_engine_with_predictions_off_ignores_them(reference):
+    engine = Engine.from_pretrained("dummy:tiny-llama", page_size=4, num_pages=256,
+                                    max_model_len=256, enable_predictions=False)
+    params = SamplingParams(max_tokens=80, temperature=0.0, ignore_eos=True)
+    out = engine.generate([PROMPT], params, predictions=[reference])[0]
+    assert out.token_ids == reference
+    assert out.usage.accepted_prediction_tokens == 0 == out.usage.rejected_prediction_tokens
+    assert engine.num_steps >= 80  # one token per decode step: no verify blocks

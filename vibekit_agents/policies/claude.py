@@ -8,7 +8,13 @@ SDK, with tools confined to the workspace. Roles hand off only through workspace
   judge         after the mechanical judge (sandboxed run, forward audit, scenario checker) has
                 written judge.json, reviews the candidate and its diff; it can only confirm or
                 reject - a mechanical failure is never overturned, and nothing the implementer
-                said reaches it
+                said reaches it: transcripts are written outside the workspace (OUT/transcripts/)
+                and its file tools hide the round's proposal and implementer notes
+
+Run it against any Anthropic-compatible endpoint: `ANTHROPIC_API_KEY=... ANTHROPIC_BASE_URL=
+http://host:port vibekit-synthesize SCENARIO --planner claude --claude-model NAME`. All roles
+run in the synthesizer's process (one fresh conversation each); separate processes per role
+are not implemented.
   evaluator     after the benchmark has written eval.json, reads it and the profile and writes
                 notes into hints.md for the next planner
 
@@ -122,8 +128,10 @@ class ClaudePolicy:
 
     def _conversation(self, role: str, round_dir: Path, tools: list[Tool]) -> Conversation:
         system = _COMMON + "\n\n" + _ROLES[role].format(round=round_dir.name)
+        # NOTE: transcripts live outside the workspace, so no role's file tools reach another
+        # role's conversation (the judge never reads what the implementer said).
         return Conversation(self.client, self.model, role, system, tools,
-                            round_dir / "transcripts" / f"{role}.json")
+                            self.ctx.out / "transcripts" / round_dir.name / f"{role}.json")
 
     def _rel(self, path: Path) -> str:
         return str(path.relative_to(self.ctx.workspace.root))
@@ -220,7 +228,11 @@ class ClaudePolicy:
             said.update(passed=bool(passed), category=category, reason=reason[:1000])
             return "verdict recorded"
 
-        tools = WorkspaceFiles(ws.root).tools() + [
+        # The judge's view: the diff, the plans, the extension code and the mechanical judge's
+        # artifacts; not what the planner or the implementer wrote about the change.
+        hidden = tuple(f"{self._rel(round_dir)}/{n}" for n in (
+            "proposal.json", "proposal.md", "implementer.md", "transcripts"))
+        tools = WorkspaceFiles(ws.root, hidden=hidden).tools() + [
             Tool("run_checker", "The mechanical judge's result for this candidate.",
                  _obj({}, []), lambda: verdict),
             Tool("show_diff", "The candidate plan against the best plan, and extension code.",

@@ -1,8 +1,9 @@
 """The offline policy: the local planner ranks knobs from the skills, the evaluator's hints and
-memory; the evaluator screens the knob's candidate values next to the best plan (successive
-halving when there are several, one paired request when there is one), and a value clearly
-slower there ends the round as not beneficial without a judge run; otherwise the local
-implementer writes the winning plan for the judge and the full benchmark."""
+memory; the evaluator screens the knob's candidate values next to the best plan at the
+scenario's load levels (successive halving when there are several), and a value whose
+interval lies below the threshold ends the round as not beneficial without a judge run (one
+whose timed outputs or forward audit fail, as cheating); otherwise the local implementer
+writes the winning plan for the judge and the full, noise-aware benchmark."""
 
 from __future__ import annotations
 
@@ -13,11 +14,7 @@ from vibekit_agents.context import RunContext
 from vibekit_agents.roles.evaluator import Evaluator
 from vibekit_agents.roles.implementer import LocalImplementer
 from vibekit_agents.roles.planner import LocalPlanner
-
-# A value whose screen ratio is below this ends the round without a judge run or a full
-# benchmark. The screen measures one to three requests, so a margin keeps noise from hiding a
-# small win; anything closer goes on to the full side-by-side measurement.
-SCREEN_OUT = 0.95
+from vibekit_agents.workspace import CHEATING, CHECKER_FAILED, NOT_BENEFICIAL
 
 
 class LocalPolicy:
@@ -51,17 +48,30 @@ class LocalPolicy:
         self.evaluator.screen(round_dir, arms, "best")  # one value: a quick paired probe
         proposal = self.planner.choose(round_dir)
         value, score = proposal["chosen"], proposal.get("chosen_score")
-        if score is not None and score < SCREEN_OUT:
+        arm_path = round_dir / "arms" / f"{proposal['chosen_arm']}.toml"
+        if proposal.get("chosen_integrity"):
+            return Candidate(proposal["change"], {knob: value}, arm_path,
+                             screened=proposal.get("screened", []),
+                             screened_out="in the screen's timed run: "
+                             + "; ".join(proposal["chosen_integrity"])[:400],
+                             screen_ratio=score, screened_outcome=CHEATING)
+        if proposal.get("chosen_checker_failures"):
+            return Candidate(proposal["change"], {knob: value}, arm_path,
+                             screened=proposal.get("screened", []),
+                             screened_out="in the screen's timed run: "
+                             + "; ".join(proposal["chosen_checker_failures"])[:400],
+                             screen_ratio=score, screened_outcome=CHECKER_FAILED)
+        if proposal.get("chosen_decision") == "not better":
+            shown = proposal.get("chosen_interval")
             if len(arm_values) > 1:
                 values = ", ".join(map(str, arm_values.values()))
                 why = (f"screened by successive halving over {values}: even the best, {value}, "
-                       f"ran x{score:.2f} of the best plan")
+                       f"ran {shown} of the best plan, below the threshold")
             else:
-                why = f"screened next to the best plan: it ran x{score:.2f} of it"
-            return Candidate(proposal["change"], {knob: value},
-                             round_dir / "arms" / f"{proposal['chosen_arm']}.toml",
+                why = f"screened next to the best plan: it ran {shown} of it, below the threshold"
+            return Candidate(proposal["change"], {knob: value}, arm_path,
                              screened=proposal.get("screened", []), screened_out=why,
-                             screen_ratio=score)
+                             screen_ratio=score, screened_outcome=NOT_BENEFICIAL)
         path = self.implementer.finalize(round_dir)
         return Candidate(proposal["change"], {knob: value}, path,
                          screened=proposal.get("screened", []))

@@ -44,6 +44,11 @@ class WorkspaceFiles:
     root: Path
     writable: tuple[str, ...] = ()
     written: list[str] = field(default_factory=list)
+    hidden: tuple[str, ...] = ()  # workspace paths (files or folders) this role may not see
+
+    def _hidden(self, p: Path) -> bool:
+        rel = str(p.relative_to(self.root.resolve())) if p != self.root.resolve() else ""
+        return any(rel == h or rel.startswith(h.rstrip("/") + "/") for h in self.hidden)
 
     def resolve(self, rel: str) -> Path:
         if not isinstance(rel, str) or not rel or rel.startswith(("/", "~")) or "\\" in rel:
@@ -56,6 +61,8 @@ class WorkspaceFiles:
 
     def read_file(self, path: str) -> str:
         p = self.resolve(path)
+        if self._hidden(p):
+            raise ToolError(f"{path}: not visible to this role")
         if not p.is_file():
             raise ToolError(f"{path}: no such file")
         text = p.read_text(errors="replace")
@@ -67,7 +74,7 @@ class WorkspaceFiles:
             raise ToolError(f"{path}: not a folder")
         root = self.root.resolve()
         names = sorted(str(q.relative_to(root)) + ("/" if q.is_dir() else "")
-                       for q in p.iterdir() if q.name != ".git")
+                       for q in p.iterdir() if q.name != ".git" and not self._hidden(q))
         return "\n".join(names) or "(empty)"
 
     def write_file(self, path: str, content: str) -> str:

@@ -1,9 +1,11 @@
 """Performance evaluator: measures candidates side by side and says what bounds a step.
 
 Runs the benchmark (tasks/bench.py) in a sandboxed process on the scenario's own requests and
-load levels, profiles the candidate (tasks/profile.py), and writes eval.json, hints.json and
-hints.md into the round's folder. Hints name knobs with a weight and a reason; the planner adds
-the weights to the skills' base priorities.
+load levels, checks every timed output against the references in another process (a timed
+output that fails, or an audit finding of the timed windows, is an integrity problem of that
+arm: eval.json "integrity"), profiles the candidate (tasks/profile.py), and writes eval.json,
+hints.json and hints.md into the round's folder. Hints name knobs with a weight and a reason;
+the planner adds the weights to the skills' base priorities.
 """
 
 from __future__ import annotations
@@ -21,32 +23,75 @@ class Evaluator:
         self.ctx = ctx
 
     def _run(self, func: str, args: dict, log: str, timeout_s: float) -> SandboxResult:
-        ctx = self.ctx
+        ctx, sc = self.ctx, self.ctx.scenario
         timeout_s = ctx.task_timeout(timeout_s)
+        requests = json.loads(ctx.requests_path.read_text())
         return run_task(f"vibekit_agents.tasks.bench:{func}",
-                        dict(workspace=str(ctx.workspace.root), scenario_dir=str(ctx.scenario.root),
-                             requests_path=str(ctx.requests_path), **args),
-                        timeout_s=timeout_s, memory_limit_mb=ctx.scenario.checker.memory_limit_mb,
-                        protected=(str(ctx.judge_dir),), log_path=ctx.logs_dir / log,
-                        cwd=str(ctx.workspace.root))
+                        dict(workspace=str(ctx.workspace.root), scenario_dir=str(sc.root),
+                             requests=requests, min_improvement=sc.metric.min_improvement,
+                             higher_is_better=sc.metric.higher_is_better, **args),
+                        timeout_s=timeout_s, memory_limit_mb=sc.checker.memory_limit_mb,
+                        protected=ctx.protected_dirs(), log_path=ctx.logs_dir / log,
+                        cwd=str(ctx.workspace.root), restrict_writes=True)
+
+    def _integrity(self, round_dir: Path, result: dict[str, Any], kind: str) -> None:
+        """Check every timed output against the references (another process, no candidate
+        code) and gather the audit findings: result["integrity"] = {arm: [audit findings]},
+        result["checker_failures"] = {arm: [timed outputs that failed the checker]}."""
+        timed = result.pop("timed", None) or {}
+        problems: dict[str, list[str]] = {a: list(f) for a, f in
+                                          (result.pop("findings", None) or {}).items()}
+        failed: dict[str, list[str]] = {}
+        if timed:
+            path = round_dir / f"{kind}-timed-outputs.json"
+            path.write_text(json.dumps(timed, default=str))
+            res = run_task("vibekit_agents.tasks.candidate:check_timed",
+                           dict(scenario_dir=str(self.ctx.scenario.root), timed_path=str(path),
+                                references_path=str(self.ctx.references_path)),
+                           timeout_s=max(60.0, self.ctx.scenario.checker.timeout_s),
+                           memory_limit_mb=self.ctx.scenario.checker.memory_limit_mb,
+                           log_path=self.ctx.logs_dir / f"{round_dir.name}-{kind}-check.log")
+            if not res.ok:
+                for arm in timed:
+                    failed.setdefault(arm, []).append(
+                        f"the checker of the timed outputs {res.status}: {res.error}"[:300])
+            else:
+                for arm, v in res.value.items():
+                    if v["failures"]:
+                        failed[arm] = [f"timed output failed the checker ({f})"
+                                       for f in v["failures"]]
+                result["checked_groups"] = {a: v["groups"] for a, v in res.value.items()}
+            path.unlink(missing_ok=True)  # bulky; the verdicts stay in eval.json
+        result["integrity"] = {a: p[:10] for a, p in problems.items() if p}
+        result["checker_failures"] = {a: f[:10] for a, f in failed.items()}
 
     def evaluate(self, round_dir: Path, arms: dict[str, Path], baseline: str,
-                 candidate: str, timeout_s: float = 600) -> dict[str, Any]:
+                 candidate: str | None, timeout_s: float = 600, max_passes: int = 5,
+                 min_passes: int = 1) -> dict[str, Any]:
         """Compare arms (name -> plan file) over `baseline`, profile `candidate`, emit hints."""
+        budget = max(20.0, 0.6 * self.ctx.task_timeout(timeout_s))
         res = self._run("benchmark", dict(arms={k: str(v) for k, v in arms.items()},
-                                          baseline=baseline, profile_arm=candidate),
+                                          baseline=baseline, profile_arm=candidate,
+                                          max_passes=max_passes, min_passes=min_passes,
+                                          budget_s=budget),
                         f"{round_dir.name}-eval.log", timeout_s)
         result: dict[str, Any] = {"status": res.status, "wall_s": round(res.wall_s, 2)}
+        if res.violations:
+            result["integrity"] = {"(process)": [f"runtime: {v}" for v in res.violations]}
         if not res.ok:
             result["error"] = res.error or res.log_tail[-500:]
             (round_dir / "eval.json").write_text(json.dumps(result, indent=1))
             return result
         result.update(res.value)
-        hints = make_hints(result, candidate, self.ctx.facts, arms[candidate])
-        result["hints"] = hints
+        self._integrity(round_dir, result, "eval")
+        if res.violations:
+            result["integrity"]["(process)"] = [f"runtime: {v}" for v in res.violations]
+        if candidate is not None:
+            hints = make_hints(result, candidate, self.ctx.facts, arms[candidate])
+            result["hints"] = hints
+            (round_dir / "hints.json").write_text(json.dumps(hints, indent=1))
+            (round_dir / "hints.md").write_text(render_hints(hints))
         (round_dir / "eval.json").write_text(json.dumps(result, indent=1, default=str))
-        (round_dir / "hints.json").write_text(json.dumps(hints, indent=1))
-        (round_dir / "hints.md").write_text(render_hints(hints))
         return result
 
     def screen(self, round_dir: Path, arms: dict[str, Path], baseline: str,
@@ -57,8 +102,12 @@ class Evaluator:
         result = {"status": res.status, "wall_s": round(res.wall_s, 2)}
         if res.ok:
             result.update(res.value)
+            self._integrity(round_dir, result, "screen")
         else:
             result["error"] = res.error or res.log_tail[-500:]
+        if res.violations:
+            result.setdefault("integrity", {})["(process)"] = [f"runtime: {v}"
+                                                               for v in res.violations]
         (round_dir / "screen.json").write_text(json.dumps(result, indent=1, default=str))
         return result
 

@@ -55,14 +55,17 @@ class Judge:
         run = run_task(
             "vibekit_agents.tasks.candidate:run_candidate",
             dict(plan_path=str(candidate_path), workspace=str(ctx.workspace.root),
-                 scenario_dir=str(sc.root), requests_path=str(ctx.requests_path),
-                 outputs_path=str(outputs_path)),
+                 scenario_dir=str(sc.root), requests=json.loads(ctx.requests_path.read_text())),
             timeout_s=ctx.task_timeout(sc.checker.timeout_s),
             memory_limit_mb=sc.checker.memory_limit_mb,
-            protected=(str(ctx.judge_dir),), log_path=ctx.logs_dir / f"{round_dir.name}-judge.log",
-            cwd=str(ctx.workspace.root))
+            protected=ctx.protected_dirs(),
+            log_path=ctx.logs_dir / f"{round_dir.name}-judge.log",
+            cwd=str(ctx.workspace.root), restrict_writes=True)
+        value = dict(run.value or {})
+        if "outputs" in value:  # the harness writes them: the candidate process cannot
+            outputs_path.write_text(json.dumps(value.pop("outputs")))
         verdict["run"] = {"status": run.status, "wall_s": round(run.wall_s, 2),
-                          "error": run.error, **(run.value or {})}
+                          "error": run.error, **value}
         if run.violations:
             return self._write(round_dir, verdict, CHEATING,
                                [f"runtime: {v}" for v in run.violations])
@@ -73,10 +76,10 @@ class Judge:
         if run.status == "error":
             return self._write(round_dir, verdict, IMPLEMENTATION_BUG,
                                [run.error, run.traceback[-1500:]])
-        verdict["warnings"] += run.value.get("warnings", [])
-        if run.value.get("findings"):
+        verdict["warnings"] += value.get("warnings", [])
+        if value.get("findings"):
             return self._write(round_dir, verdict, CHEATING,
-                               [f"runtime: {f}" for f in run.value["findings"]])
+                               [f"runtime: {f}" for f in value["findings"]])
 
         check = run_task(
             "vibekit_agents.tasks.candidate:run_checker",
@@ -95,9 +98,10 @@ class Judge:
                                [f"checker: {check.value.get('summary', 'failed')}"])
         verdict["passed"] = True
         verdict["reasons"] = [f"checker: {check.value.get('summary', 'passed')}",
-                              f"forward audit: {run.value.get('forwarded_tokens')} tokens "
-                              f"forwarded >= {run.value.get('needed_tokens')} needed; repeat "
-                              f"and streaming checks passed"]
+                              f"forward audit (the harness's hook): "
+                              f"{value.get('forwarded_tokens')} tokens forwarded, the outputs "
+                              f"need {value.get('needed_tokens')}; repeat and streaming checks "
+                              f"passed"]
         return self._write(round_dir, verdict, None, verdict["reasons"])
 
     def _write(self, round_dir: Path, verdict: dict, outcome: str | None,

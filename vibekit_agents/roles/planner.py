@@ -17,14 +17,19 @@ from vibekit_agents.context import RunContext
 from vibekit_agents.plan import Plan
 from vibekit_agents.workspace import (
     ACCEPTED,
+    CHEATING,
+    CHECKER_FAILED,
     CRASHED,
     FINAL_OUTCOMES,
     IMPLEMENTATION_BUG,
+    INCONCLUSIVE,
     NOT_BENEFICIAL,
     TIMED_OUT,
 )
 
 MAX_BUG_RETRIES = 2
+MAX_NOISE_RETRIES = 2  # an inconclusive value is measured again this many times at most
+NOISE_PENALTY = 3.0  # per inconclusive try: untried knobs come first
 
 
 def incumbent_hints(ctx: RunContext) -> dict[str, Any]:
@@ -38,11 +43,14 @@ def incumbent_hints(ctx: RunContext) -> dict[str, Any]:
     return {"bound": "unknown", "notes": [], "suggest": {}}
 
 
-def tried_values(memory: list[dict], knob: str, default: Any = None) -> tuple[set, dict]:
+def tried_values(memory: list[dict], knob: str, default: Any = None,
+                 noisy: dict | None = None) -> tuple[set, dict]:
     """(values not to try again, {value: number of implementation-bug failures}). `default`
-    stands for a previous value that the plan left unset (the library default)."""
+    stands for a previous value that the plan left unset (the library default). `noisy`, if
+    given, is filled with {value: number of inconclusive measurements}."""
     final: set = set()
     bugs: dict = {}
+    noisy = noisy if noisy is not None else {}
     for e in memory:
         for k, v in (e.get("changes") or {}).items():
             if k != knob:
@@ -52,6 +60,8 @@ def tried_values(memory: list[dict], knob: str, default: Any = None) -> tuple[se
                 final.add(key)
             elif e["outcome"] == IMPLEMENTATION_BUG:
                 bugs[key] = bugs.get(key, 0) + 1
+            elif e["outcome"] == INCONCLUSIVE:
+                noisy[key] = noisy.get(key, 0) + 1
             if e["outcome"] == ACCEPTED and knob in (e.get("previous") or {}):
                 old = e["previous"][knob]
                 final.add(json.dumps(default if old is None else old))  # it lost already
@@ -61,6 +71,12 @@ def tried_values(memory: list[dict], knob: str, default: Any = None) -> tuple[se
             elif s["knob"] == knob and s.get("outcome") == IMPLEMENTATION_BUG:
                 key = json.dumps(s["value"])
                 bugs[key] = bugs.get(key, 0) + 1
+            elif s["knob"] == knob and s.get("outcome") == INCONCLUSIVE:
+                key = json.dumps(s["value"])
+                noisy[key] = noisy.get(key, 0) + 1
+    for key, n in noisy.items():
+        if n >= MAX_NOISE_RETRIES:
+            final.add(key)
     return final, bugs
 
 
@@ -93,14 +109,22 @@ def build_backlog(ctx: RunContext, plan: Plan) -> list[dict[str, Any]]:
             continue
         unmet = {k: v for k, v in knob.requires.items() if plan.get(k) != v}
         current = plan.get(knob.name, knob.default)
-        final, bugs = tried_values(memory, knob.name, knob.default)
+        noisy: dict = {}
+        final, bugs = tried_values(memory, knob.name, knob.default, noisy)
         values = [v for v in knob.values(facts, sc.search.knobs.get(knob.name))
                   if v != current and json.dumps(v) not in final
                   and bugs.get(json.dumps(v), 0) < MAX_BUG_RETRIES]
+        # Untried values first; values measured inconclusive before come after them.
+        values.sort(key=lambda v: noisy.get(json.dumps(v), 0))
         item["values"] = values
         item["current"] = current
         if bugs:
             item["evidence"].append(f"retrying after implementation bugs: {sorted(bugs)}")
+        retried = [v for v in values if json.dumps(v) in noisy]
+        if retried:
+            item["score"] -= NOISE_PENALTY * max(noisy[json.dumps(v)] for v in retried)
+            item["evidence"].append(f"measured again after inconclusive (noise) results: "
+                                    f"{retried}")
         if unmet:
             item["status"] = "waiting"
             item["evidence"].append(f"needs {unmet} first")
@@ -149,6 +173,9 @@ class LocalPlanner:
         screen_path = round_dir / "screen.json"
         screen = json.loads(screen_path.read_text()) if screen_path.is_file() else {}
         scores = screen.get("scores", {})
+        comparison = screen.get("comparison", {})
+        integrity = screen.get("integrity", {})
+        failed = screen.get("checker_failures", {})
         errors = screen.get("errors", {})
         winner = screen.get("winner")
         if winner is None or winner not in arm_values:
@@ -158,15 +185,28 @@ class LocalPlanner:
         for arm, value in arm_values.items():
             if arm == winner:
                 continue
-            if arm in errors:
+            c = comparison.get(arm, {})
+            if arm in integrity or "(process)" in integrity:
+                outcome = CHEATING
+                why = "; ".join(integrity.get(arm) or integrity.get("(process)"))[:500]
+            elif arm in errors:
                 outcome, why = IMPLEMENTATION_BUG, errors[arm]
+            elif failed.get(arm):  # screened arms are not judged yet: wrong, not cheating
+                outcome, why = CHECKER_FAILED, "; ".join(failed[arm])[:500]
+            elif c.get("decision") == "not better":
+                outcome, why = NOT_BENEFICIAL, f"screened {_ci(c)} vs the best"
             else:
-                outcome, why = NOT_BENEFICIAL, f"screened x{scores.get(arm, 0):.2f} vs the best"
+                outcome, why = INCONCLUSIVE, (f"screened {_ci(c)} vs the best; lost the "
+                                              f"halving but not outside the noise")
             screened.append({"knob": proposal["knob"], "value": value, "outcome": outcome,
                              "score": scores.get(arm), "why": why})
         proposal["chosen"] = arm_values[winner]
         proposal["chosen_arm"] = winner
         proposal["chosen_score"] = scores.get(winner) if screen.get("status") == "ok" else None
+        proposal["chosen_decision"] = comparison.get(winner, {}).get("decision")
+        proposal["chosen_interval"] = _ci(comparison.get(winner, {}))
+        proposal["chosen_integrity"] = integrity.get(winner) or integrity.get("(process)")
+        proposal["chosen_checker_failures"] = failed.get(winner)
         proposal["screened"] = screened
         proposal["change"] = (f"{proposal['knob']}: {proposal.get('current')} -> "
                               f"{proposal['chosen']}")
@@ -183,9 +223,21 @@ def write_proposal(round_dir: Path, proposal: dict[str, Any]) -> None:
     (round_dir / "proposal.md").write_text("\n".join(lines) + "\n")
 
 
+def _ci(c: dict[str, Any]) -> str:
+    """'x1.23 [1.10, 1.31]' from a comparison entry (ratio, interval)."""
+    if not c or c.get("ratio") is None:
+        return "x?"
+    iv = c.get("interval")
+    return f"x{c['ratio']:.2f}" + (f" [{iv[0]:.2f}, {iv[1]:.2f}]" if iv else " [no interval]")
+
+
 def decide(verdict: dict[str, Any], evaluation: dict[str, Any] | None, candidate: str,
            min_improvement: float, higher_is_better: bool) -> tuple[str, str, float | None]:
-    """(outcome, reason, ratio over the best) - mechanical, the same for every policy."""
+    """(outcome, reason, ratio over the best) - mechanical, the same for every policy.
+
+    Accepted only when the interval of the ratio lies above 1 and its point clears
+    1 + min_improvement; not beneficial when the interval lies below the threshold;
+    otherwise inconclusive (noise), which the planner retries later."""
     if not verdict.get("passed"):
         return verdict["outcome"], "; ".join(verdict.get("reasons", []))[:500], None
     if evaluation is None or evaluation.get("status") != "ok":
@@ -193,9 +245,19 @@ def decide(verdict: dict[str, Any], evaluation: dict[str, Any] | None, candidate
         outcome = {"timeout": TIMED_OUT, "oom": CRASHED, "crashed": CRASHED}.get(
             status, IMPLEMENTATION_BUG)
         return outcome, f"benchmark {status}: {(evaluation or {}).get('error', '')}"[:500], None
-    ratio = evaluation["ratios"][candidate]
-    gain = ratio if higher_is_better else 1.0 / max(ratio, 1e-9)
-    if gain >= 1.0 + min_improvement:
-        return ACCEPTED, f"x{ratio:.2f} over the best (needs x{1 + min_improvement:.2f})", ratio
-    return (NOT_BENEFICIAL, f"x{ratio:.2f} over the best (needs x{1 + min_improvement:.2f})",
-            ratio)
+    integrity = evaluation.get("integrity") or {}
+    problems = (integrity.get(candidate) or []) + (integrity.get("(process)") or [])
+    # The judge passed these requests: a timed output that fails now means the candidate
+    # behaves differently when timed.
+    problems += (evaluation.get("checker_failures") or {}).get(candidate) or []
+    if problems:
+        return CHEATING, ("in the evaluator's timed run: " + "; ".join(problems))[:500], None
+    c = evaluation["comparison"][candidate]
+    ratio = c["ratio"]
+    need = f"needs an interval above x1.00 and a point of at least x{1 + min_improvement:.2f}"
+    shown = f"{_ci(c)} over the best ({need}; {c.get('samples', 0)} paired samples)"
+    if c["decision"] == "better":
+        return ACCEPTED, shown, ratio
+    if c["decision"] == "not better":
+        return NOT_BENEFICIAL, shown, ratio
+    return INCONCLUSIVE, shown, ratio

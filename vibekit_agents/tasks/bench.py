@@ -1,102 +1,332 @@
 """The evaluator's benchmark: arms measured side by side in one process, on the scenario's
-requests and load levels (never the candidate's).
+requests and load levels, with every timed output handed back for the checker and every timed
+window of an LLM arm covered by the harness's forward audit (vibekit_agents.audit).
 
-compare   every arm runs every measured request; at concurrency 1 the arms alternate request
-          by request (rotating who goes first), at higher levels they alternate level by level,
-          so machine noise hits them alike. Ratios are paired (same request, same moment).
-screen    successive halving: all arms run a first rung of requests next to the baseline arm;
-          the better half goes on to a larger rung, until one is left. An arm slower than
-          4x the baseline on a request is cut off there.
+compare   passes over the measured requests at every load level of the scenario. At
+          concurrency 1 the arms alternate request by request (rotating who goes first), at
+          higher levels level by level, so machine noise hits them alike. Each pass adds paired
+          samples; passes go on until a confidence interval of every arm's ratio over the
+          baseline separates it from the decision threshold, or the pass/time budget is spent
+          ("undecided": the caller records it as inconclusive, to be retried).
+screen    successive halving at the scenario's real load levels: all arms run a first pass on a
+          few requests (all of them at levels above 1) next to the baseline; the better half
+          runs another pass, until one is left. An arm slower than 4x the baseline on a
+          request is cut off there.
+
+Samples: for median_tok_s one per (pass, request) at concurrency 1, and the statistic is the
+median paired ratio with a distribution-free order-statistic interval; for throughput_tok_s
+and requests_per_s one per (pass, level), the ratio of totals, with a t interval on the mean
+log ratio. The load average (os.getloadavg) is recorded with every sample.
 """
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import statistics
-import time
-from pathlib import Path
 from typing import Any
 
+from vibekit_agents.audit import clock, new_request_id, usage_findings
 from vibekit_agents.plan import Plan
 from vibekit_agents.scenario import load_scenario
 from vibekit_agents.stack import build_stack
 
+CUT = 0.25  # an arm this much slower than the baseline on every request so far is finished
+MIN_COVERAGE = 0.9  # an interval must cover at least this to decide (median: >= 5 samples)
+MIN_SAMPLES = 3
+BETTER, NOT_BETTER, UNDECIDED = "better", "not better", "undecided"
 
-def _run_one(stack: Any, request: dict, rid: str, deadline_s: float | None = None) -> dict:
-    stack.activate()
-    t0 = time.perf_counter()
-    stack.add(request, rid)
-    ttft, tokens = None, 0
-    while True:
-        for ev in stack.step():
-            if ev.request_id != rid:
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else -1.0
+
+
+def _count(output: Any) -> int:
+    """Units the metric counts in one output: its tokens (an image counts as one)."""
+    if isinstance(output, dict) and output.get("token_ids") is not None:
+        return len(output["token_ids"])
+    return 1
+
+
+class _Run:
+    """Every arm's samples, timed outputs and audit findings of one benchmark run."""
+
+    def __init__(self, sc: Any, stacks: dict[str, Any], measured: list[dict], offset: int,
+                 baseline: str) -> None:
+        self.sc, self.stacks, self.measured, self.offset = sc, stacks, measured, offset
+        self.baseline = baseline
+        self.units: dict[str, list[dict]] = {n: [] for n in stacks}
+        self.timed: dict[str, list[dict]] = {n: [] for n in stacks}
+        self.findings: dict[str, list[str]] = {n: [] for n in stacks}
+        self.cut: set[str] = set()
+        self.passes = 0
+        self.loads: list[float] = []
+
+    def _audit(self, name: str) -> Any:
+        return getattr(self.stacks[name], "audit", None)
+
+    def _check(self, name: str, snap: Any, outputs: list, where: str) -> None:
+        audit = self._audit(name)
+        for o in outputs:
+            if isinstance(o, dict):
+                self.findings[name] += usage_findings(o, where)
+        if audit is not None:
+            self.findings[name] += audit.check_window(snap, outputs, where,
+                                                      getattr(self.stacks[name], "engine", None))
+
+    def one(self, name: str, request: dict, deadline_s: float | None) -> tuple[dict, Any]:
+        stack = self.stacks[name]
+        stack.activate()
+        audit = self._audit(name)
+        snap = audit.snapshot() if audit else None
+        rid = new_request_id()
+        t0 = clock()
+        stack.add(request, rid)
+        ttft = None
+        while True:
+            for ev in stack.step():
+                if ev.request_id != rid:
+                    continue
+                if ttft is None and ev.num_new_tokens:
+                    ttft = clock() - t0
+                if ev.finished:
+                    lat = clock() - t0
+                    self._check(name, snap, [ev.output], "a timed request")
+                    return {"latency_s": lat, "ttft_s": ttft or lat}, ev.output
+            if deadline_s is not None and clock() - t0 > deadline_s:
+                stack.abort(rid)
+                lat = clock() - t0
+                return {"latency_s": lat, "ttft_s": ttft or lat, "cut": True}, None
+
+    def level(self, name: str, requests: list[dict], c: int) -> tuple[dict, list]:
+        stack = self.stacks[name]
+        stack.activate()
+        audit = self._audit(name)
+        snap = audit.snapshot() if audit else None
+        pending = list(enumerate(requests))
+        started: dict[str, tuple[int, float]] = {}
+        first: dict[str, float] = {}
+        outputs: list[Any] = [None] * len(requests)
+        lat, ttft = [], []
+        t0 = clock()
+        while pending or started:
+            while pending and len(started) < c:
+                i, req = pending.pop(0)
+                rid = new_request_id()
+                stack.add(req, rid)
+                started[rid] = (i, clock())
+            for ev in stack.step():
+                if ev.request_id not in started:
+                    continue
+                now = clock()
+                if ev.num_new_tokens and ev.request_id not in first:
+                    first[ev.request_id] = now
+                if ev.finished:
+                    i, ts = started.pop(ev.request_id)
+                    outputs[i] = ev.output
+                    lat.append(now - ts)
+                    ttft.append(first.get(ev.request_id, now) - ts)
+        wall = clock() - t0
+        self._check(name, snap, outputs, f"a timed level at concurrency {c}")
+        return {"wall_s": wall, "latencies": lat, "ttfts": ttft}, outputs
+
+    def run_pass(self, names: list[str], num_c1: int | None = None,
+                 deadline_x: float | None = None) -> None:
+        """One pass of `names` (the baseline among them) over every load level; at
+        concurrency 1 over the first `num_c1` measured requests (all when None)."""
+        p = self.passes
+        for li, c in enumerate(self.sc.workload.concurrency):
+            if c == 1:
+                subset = self.measured[:num_c1] if num_c1 else self.measured
+                outs: dict[str, list] = {n: [] for n in names}
+                for i, req in enumerate(subset):
+                    k = (i + p) % len(names)
+                    base = None
+                    for name in names[k:] + names[:k]:
+                        if name in self.cut:
+                            continue
+                        deadline = None
+                        if deadline_x and name != self.baseline and base is not None:
+                            deadline = deadline_x * base
+                        rec, out = self.one(name, req, deadline)
+                        if rec.get("cut"):
+                            self.cut.add(name)
+                            continue
+                        if name == self.baseline:
+                            base = rec["latency_s"]
+                        outs[name].append(out)
+                        self.units[name].append({
+                            "key": [p, c, i], "level": c, "time_s": rec["latency_s"],
+                            "tokens": _count(out), "requests": 1, "latencies": [rec["latency_s"]],
+                            "ttfts": [rec["ttft_s"]], "load": _load(),
+                            "usage": (out or {}).get("usage", {}) if isinstance(out, dict)
+                            else {}})
+                    if i >= 1 and self._hopeless(names):
+                        break
+                for name in names:
+                    if outs[name] and name not in self.cut:
+                        self.timed[name].append({
+                            "label": f"pass {p + 1}, concurrency 1",
+                            "indices": [self.offset + j for j in range(len(outs[name]))],
+                            "outputs": outs[name]})
+            else:
+                k = (li + p) % len(names)
+                for name in names[k:] + names[:k]:
+                    if name in self.cut:
+                        continue
+                    rec, outs_l = self.level(name, self.measured, c)
+                    self.units[name].append({
+                        "key": [p, c, None], "level": c, "time_s": rec["wall_s"],
+                        "tokens": sum(_count(o) for o in outs_l), "requests": len(outs_l),
+                        "latencies": rec["latencies"], "ttfts": rec["ttfts"], "load": _load(),
+                        "usage": _sum_usage(outs_l)})
+                    self.timed[name].append({
+                        "label": f"pass {p + 1}, concurrency {c}",
+                        "indices": [self.offset + j for j in range(len(outs_l))],
+                        "outputs": outs_l})
+        self.passes += 1
+        self.loads.append(_load())
+
+    def _hopeless(self, names: list[str]) -> bool:
+        base = {tuple(u["key"]): u for u in self.units[self.baseline]}
+        for name in names:
+            if name == self.baseline or name in self.cut:
                 continue
-            tokens += ev.num_new_tokens
-            if ttft is None and ev.num_new_tokens:
-                ttft = time.perf_counter() - t0
-            if ev.finished:
-                lat = time.perf_counter() - t0
-                out = ev.output or {}
-                n = out.get("usage", {}).get("completion_tokens", tokens)
-                return {"latency_s": lat, "ttft_s": ttft or lat, "tokens": n, "cut": False,
-                        "usage": out.get("usage", {})}
-        if deadline_s is not None and time.perf_counter() - t0 > deadline_s:
-            stack.abort(rid)
-            lat = time.perf_counter() - t0
-            return {"latency_s": lat, "ttft_s": ttft or lat, "tokens": tokens, "cut": True,
-                    "usage": {}}
+            pairs = [(u, base[tuple(u["key"])]) for u in self.units[name]
+                     if u["level"] == 1 and tuple(u["key"]) in base]
+            if len(pairs) >= 2 and all(_rate(u) < CUT * _rate(b) for u, b in pairs):
+                self.cut.add(name)
+                return True
+        return False
 
 
-def _run_level(stack: Any, requests: list[dict], concurrency: int, tag: str) -> dict:
-    stack.activate()
-    pending = list(enumerate(requests))
-    started: dict[str, tuple[int, float]] = {}
-    first: dict[str, float] = {}
-    per: list[dict] = []
-    t0 = time.perf_counter()
-    while pending or started:
-        while pending and len(started) < concurrency:
-            i, req = pending.pop(0)
-            rid = f"{tag}-{i}"
-            stack.add(req, rid)
-            started[rid] = (i, time.perf_counter())
-        for ev in stack.step():
-            if ev.request_id not in started:
-                continue
-            now = time.perf_counter()
-            if ev.num_new_tokens and ev.request_id not in first:
-                first[ev.request_id] = now
-            if ev.finished:
-                _, ts = started.pop(ev.request_id)
-                usage = (ev.output or {}).get("usage", {})
-                per.append({"latency_s": now - ts, "ttft_s": first.get(ev.request_id, now) - ts,
-                            "tokens": usage.get("completion_tokens", 0), "usage": usage})
-    return {"wall_s": time.perf_counter() - t0, "requests": per}
+def _sum_usage(outputs: list) -> dict:
+    acc = sum((o.get("usage") or {}).get("accepted_prediction_tokens", 0)
+              for o in outputs if isinstance(o, dict))
+    rej = sum((o.get("usage") or {}).get("rejected_prediction_tokens", 0)
+              for o in outputs if isinstance(o, dict))
+    return {"accepted_prediction_tokens": acc, "rejected_prediction_tokens": rej}
 
 
-def _summary(level_runs: list[tuple[int, dict]], per_request_c1: list[dict]) -> dict:
-    lat = sorted(r["latency_s"] for _, run in level_runs for r in run["requests"])
-    ttft = sorted(r["ttft_s"] for _, run in level_runs for r in run["requests"])
-    tokens = sum(r["tokens"] for _, run in level_runs for r in run["requests"])
-    wall = sum(run["wall_s"] for _, run in level_runs)
-    nreq = sum(len(run["requests"]) for _, run in level_runs)
-    rates = [r["tokens"] / r["latency_s"] for r in per_request_c1 if r["latency_s"] > 0]
-    acc = sum(r["usage"].get("accepted_prediction_tokens", 0)
-              for _, run in level_runs for r in run["requests"])
-    rej = sum(r["usage"].get("rejected_prediction_tokens", 0)
-              for _, run in level_runs for r in run["requests"])
+def _rate(u: dict, what: str = "tokens") -> float:
+    return u[what] / u["time_s"] if u["time_s"] > 0 else 0.0
+
+
+# -- statistics -------------------------------------------------------------------------------
+
+
+def paired_logs(a: list[dict], b: list[dict], metric: str) -> list[float]:
+    """Paired log ratios of arm a over arm b, one per sample (see the module docstring)."""
+    if metric == "median_tok_s":
+        base = {tuple(u["key"]): u for u in b if u["level"] == 1}
+        out = []
+        for u in a:
+            v = base.get(tuple(u["key"])) if u["level"] == 1 else None
+            if v is not None and _rate(u) > 0 and _rate(v) > 0:
+                out.append(math.log(_rate(u) / _rate(v)))
+        return out
+    what = "requests" if metric == "requests_per_s" else "tokens"
+    groups_a, groups_b = _by_pass_level(a), _by_pass_level(b)
+    out = []
+    for key, (ta, na) in groups_a.items():
+        if key in groups_b:
+            tb, nb = groups_b[key]
+            ra, rb = na[what] / ta if ta else 0, nb[what] / tb if tb else 0
+            if ra > 0 and rb > 0:
+                out.append(math.log(ra / rb))
+    return out
+
+
+def _by_pass_level(units: list[dict]) -> dict[tuple, tuple[float, dict]]:
+    groups: dict[tuple, tuple[float, dict]] = {}
+    for u in units:
+        key = (u["key"][0], u["level"])
+        t, n = groups.get(key, (0.0, {"tokens": 0, "requests": 0}))
+        groups[key] = (t + u["time_s"], {"tokens": n["tokens"] + u["tokens"],
+                                         "requests": n["requests"] + u["requests"]})
+    return groups
+
+
+def point_ratio(a: list[dict], b: list[dict], metric: str) -> float | None:
+    logs = paired_logs(a, b, metric)
+    if not logs:
+        return None
+    if metric == "median_tok_s":
+        return math.exp(statistics.median(logs))
+    what = "requests" if metric == "requests_per_s" else "tokens"
+    ga, gb = _by_pass_level(a), _by_pass_level(b)
+    common = [k for k in ga if k in gb]
+    ta, tb = sum(ga[k][0] for k in common), sum(gb[k][0] for k in common)
+    na, nb = sum(ga[k][1][what] for k in common), sum(gb[k][1][what] for k in common)
+    if not (ta and tb and na and nb):
+        return None
+    return (na / ta) / (nb / tb)
+
+
+def interval(logs: list[float], metric: str, confidence: float = 0.95
+             ) -> tuple[float | None, float | None, float]:
+    """(low, high, coverage) of the ratio. Median: order statistics (coverage is exact for
+    any distribution; below 6 samples it is the sample range, covering 1 - 2^(1-n)). Mean
+    log ratio: a t interval. (None, None, 0) with too few samples."""
+    n = len(logs)
+    if n < 2:
+        return None, None, 0.0
+    if metric == "median_tok_s":
+        xs = sorted(logs)
+        k, cov = 1, 1 - 2 * 0.5 ** n
+        for j in range(1, n // 2 + 1):  # widest-first: the largest j whose coverage holds
+            c = 1 - 2 * sum(math.comb(n, i) for i in range(j)) * 0.5 ** n
+            if c >= confidence:
+                k, cov = j, c
+        return math.exp(xs[k - 1]), math.exp(xs[n - k]), cov
+    from scipy import stats
+
+    mean, sd = statistics.fmean(logs), statistics.stdev(logs)
+    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+    return math.exp(mean - half), math.exp(mean + half), confidence
+
+
+def classify(point: float | None, lo: float | None, hi: float | None, min_improvement: float,
+             higher_is_better: bool = True) -> str:
+    """better: the interval lies above 1 and the point clears the threshold; not better: the
+    interval lies below the threshold; else undecided (noise)."""
+    if point is None or lo is None or hi is None:
+        return UNDECIDED
+    if not higher_is_better:
+        point, lo, hi = 1 / point, 1 / hi, 1 / lo
+    g = 1.0 + min_improvement
+    if lo > 1.0 and point >= g:
+        return BETTER
+    if hi < g:
+        return NOT_BETTER
+    return UNDECIDED
+
+
+def _summary(units: list[dict]) -> dict[str, Any]:
+    c1 = [u for u in units if u["level"] == 1]
+    lat = sorted(x for u in units for x in u["latencies"])
+    ttft = sorted(x for u in units for x in u["ttfts"])
+    wall = sum(u["time_s"] for u in units)
+    tokens = sum(u["tokens"] for u in units)
+    nreq = sum(u["requests"] for u in units)
+    acc = sum(u["usage"].get("accepted_prediction_tokens", 0) for u in units)
+    rej = sum(u["usage"].get("rejected_prediction_tokens", 0) for u in units)
+    per_level: dict[str, dict] = {}
+    for u in units:
+        d = per_level.setdefault(str(u["level"]), {"tokens": 0, "wall_s": 0.0})
+        d["tokens"] += u["tokens"]
+        d["wall_s"] += u["time_s"]
     return {
-        "median_tok_s": statistics.median(rates) if rates else 0.0,
+        "median_tok_s": statistics.median([_rate(u) for u in c1]) if c1 else 0.0,
         "throughput_tok_s": tokens / wall if wall else 0.0,
         "requests_per_s": nreq / wall if wall else 0.0,
         "p50_latency_s": _pct(lat, 50), "p99_latency_s": _pct(lat, 99),
         "p50_ttft_s": _pct(ttft, 50), "p99_ttft_s": _pct(ttft, 99),
-        "completion_tokens": tokens, "wall_s": wall,
+        "completion_tokens": tokens, "wall_s": wall, "samples": len(units),
         "acceptance_rate": acc / (acc + rej) if acc + rej else None,
-        "per_level": {str(c): {"throughput_tok_s": sum(r["tokens"] for r in run["requests"])
-                               / run["wall_s"], "wall_s": run["wall_s"]}
-                      for c, run in level_runs},
+        "load_average": [u["load"] for u in units],
+        "per_level": {c: {"throughput_tok_s": d["tokens"] / d["wall_s"] if d["wall_s"] else 0.0,
+                          "wall_s": d["wall_s"]} for c, d in per_level.items()},
     }
 
 
@@ -107,75 +337,96 @@ def _pct(values: list[float], q: float) -> float:
     return values[k]
 
 
-def _load(arms: dict[str, str], scenario_dir: str, workspace: str,
-          tolerant: bool = False) -> tuple[Any, dict, dict]:
-    """Build every arm's stack; with `tolerant`, an arm that fails to build is reported in
-    the errors dict instead of failing the run."""
-    sc = load_scenario(scenario_dir)
+def _comparison(run: _Run, names: list[str], metric: str, min_improvement: float,
+                higher_is_better: bool) -> dict[str, dict]:
+    out = {}
+    base = run.units[run.baseline]
+    for name in names:
+        if name == run.baseline:
+            continue
+        if name in run.cut:
+            out[name] = {"ratio": point_ratio(run.units[name], base, metric), "interval": None,
+                         "coverage": 0.0, "samples": 0, "decision": NOT_BETTER if
+                         higher_is_better else BETTER, "cut": True}
+            continue
+        logs = paired_logs(run.units[name], base, metric)
+        point = point_ratio(run.units[name], base, metric)
+        lo, hi, cov = interval(logs, metric)
+        decision = classify(point, lo, hi, min_improvement, higher_is_better)
+        if cov < MIN_COVERAGE or len(logs) < MIN_SAMPLES:  # too few samples to decide yet
+            decision = UNDECIDED
+        out[name] = {"ratio": point, "interval": None if lo is None else [lo, hi],
+                     "coverage": cov, "samples": len(logs), "decision": decision}
+    return out
+
+
+# -- entry points -----------------------------------------------------------------------------
+
+
+def _stacks(arms: dict[str, str], sc: Any, workspace: str, tolerant: bool
+            ) -> tuple[dict[str, Any], dict[str, str]]:
     stacks, errors = {}, {}
     for name, path in arms.items():
         try:
-            stacks[name] = build_stack(Plan.load(path), sc, workspace)
+            stacks[name] = build_stack(Plan.load(path), sc, workspace, audit=True)
         except Exception as exc:
             if not tolerant:
                 raise
             errors[name] = f"{type(exc).__name__}: {exc}"[:500]
-    return sc, stacks, errors
+    return stacks, errors
 
 
-def _split(sc: Any, requests_path: str) -> tuple[list[dict], list[dict]]:
-    requests = json.loads(Path(requests_path).read_text())
-    w = sc.workload.warmup_requests
-    return requests[:w], requests[w:]
+def _warm(run: _Run, stacks: dict[str, Any], warm: list[dict], errors: dict[str, str],
+          baseline: str) -> None:
+    for name in list(stacks):
+        try:
+            for req in warm:
+                run.one(name, req, None)
+        except Exception as exc:
+            if name == baseline:
+                raise
+            errors[name] = f"{type(exc).__name__}: {exc}"[:500]
+            del stacks[name]
+            run.units.pop(name), run.timed.pop(name), run.findings.pop(name)
 
 
 def benchmark(arms: dict[str, str], baseline: str, workspace: str, scenario_dir: str,
-              requests_path: str, profile_arm: str | None = None) -> dict[str, Any]:
-    """Compare mode: metrics per arm and paired ratios of each arm over `baseline`."""
-    sc, stacks, _ = _load(arms, scenario_dir, workspace)
-    warm, measured = _split(sc, requests_path)
+              requests: list[dict], min_improvement: float = 0.03,
+              higher_is_better: bool = True, min_passes: int = 1, max_passes: int = 5,
+              budget_s: float = 120.0, profile_arm: str | None = None) -> dict[str, Any]:
+    """Compare mode: passes until every arm's ratio over `baseline` is decided (or the budget
+    is spent); metrics, ratios, intervals, decisions, timed outputs and audit findings."""
+    t_start = clock()
+    sc = load_scenario(scenario_dir)
+    stacks, _ = _stacks(arms, sc, workspace, tolerant=False)
+    w = sc.workload.warmup_requests
+    warm, measured = requests[:w] or requests[w:w + 1], requests[w:]
+    run = _Run(sc, stacks, measured, w, baseline)
+    _warm(run, stacks, warm, {}, baseline)
     names = list(stacks)
-    for name in names:
-        for i, req in enumerate(warm or measured[:1]):
-            _run_one(stacks[name], req, f"warm-{name}-{i}")
-    runs: dict[str, list[tuple[int, dict]]] = {n: [] for n in names}
-    c1: dict[str, list[dict]] = {n: [] for n in names}
-    result_note = ""
-    for li, c in enumerate(sc.workload.concurrency):
-        if result_note:  # already known to lose badly: skip the remaining load levels
-            break
-        if c == 1:
-            per: dict[str, list[dict]] = {n: [] for n in names}
-            t_level = {n: 0.0 for n in names}
-            for i, req in enumerate(measured):
-                order = names[i % len(names):] + names[:i % len(names)]
-                for name in order:
-                    r = _run_one(stacks[name], req, f"m-{name}-{li}-{i}")
-                    per[name].append(r)
-                    t_level[name] += r["latency_s"]
-                if i >= 1 and _hopeless(per, baseline):
-                    result_note = f"stopped after {i + 1} requests: an arm ran below x{CUT:.2f}"
-                    break
-            for name in names:
-                runs[name].append((c, {"wall_s": t_level[name], "requests": per[name]}))
-                if not c1[name]:
-                    c1[name] = per[name]
-        else:
-            order = names[li % len(names):] + names[:li % len(names)]
-            for name in order:
-                runs[name].append((c, _run_level(stacks[name], measured, c, f"l{li}-{name}")))
     metric = sc.metric.kind
-    result: dict[str, Any] = {"metric": metric, "arms": {}, "ratios": {}}
-    if result_note:
-        result["note"] = result_note
-    for name in names:
-        result["arms"][name] = _summary(runs[name], c1[name])
-    for name in names:
-        if name == baseline:
-            continue
-        result["ratios"][name] = _ratio(metric, result["arms"][name], result["arms"][baseline],
-                                        c1[name], c1[baseline])
-    if profile_arm is not None:
+    pass_s: list[float] = []
+    comp: dict[str, dict] = {}
+    while True:
+        t0 = clock()
+        run.run_pass(names)
+        pass_s.append(clock() - t0)
+        comp = _comparison(run, names, metric, min_improvement, higher_is_better)
+        decided = all(c["decision"] != UNDECIDED for c in comp.values())
+        spent = clock() - t_start
+        if run.passes >= max_passes or (decided and run.passes >= min_passes) or \
+                spent + max(pass_s) > budget_s or run.cut:
+            break
+    result: dict[str, Any] = {
+        "metric": metric, "passes": run.passes, "pass_s": [round(x, 2) for x in pass_s],
+        "load_average": run.loads,
+        "arms": {n: _summary(run.units[n]) for n in names},
+        "ratios": {n: c["ratio"] for n, c in comp.items()},
+        "comparison": comp, "findings": run.findings, "timed": run.timed,
+    }
+    if run.cut:
+        result["note"] = f"cut short: {sorted(run.cut)} ran below x{CUT:.2f} of the baseline"
+    if profile_arm is not None and profile_arm in stacks:
         from vibekit_agents.tasks.profile import profile_stack
 
         try:  # a scenario's own stack may not expose what the LLM profile needs
@@ -186,87 +437,45 @@ def benchmark(arms: dict[str, str], baseline: str, workspace: str, scenario_dir:
     return result
 
 
-CUT = 0.25  # an arm this much slower than the baseline on every request so far is not finished
-
-
-def _hopeless(per: dict[str, list[dict]], baseline: str) -> bool:
-    """True when some arm ran below CUT x the baseline on every request measured so far."""
-    base = per[baseline]
-    for name, runs in per.items():
-        if name != baseline and runs and all(
-                _rate(r) < CUT * _rate(b) for r, b in zip(runs, base)):
-            return True
-    return False
-
-
-def _ratio(metric: str, a: dict, b: dict, a_c1: list[dict], b_c1: list[dict]) -> float:
-    if metric == "median_tok_s" and a_c1 and b_c1:
-        paired = [(x["tokens"] / x["latency_s"]) / (y["tokens"] / y["latency_s"])
-                  for x, y in zip(a_c1, b_c1) if x["latency_s"] > 0 and y["latency_s"] > 0
-                  and y["tokens"] > 0]
-        if paired:
-            return statistics.median(paired)
-    return a[metric] / b[metric] if b[metric] else 0.0
-
-
 def screen(arms: dict[str, str], baseline: str, workspace: str, scenario_dir: str,
-           requests_path: str, rungs: list[int] | None = None) -> dict[str, Any]:
-    """Successive halving of arms against `baseline`; returns the ranking with evidence."""
-    sc, stacks, errors = _load(arms, scenario_dir, workspace, tolerant=True)
+           requests: list[dict], min_improvement: float = 0.03, higher_is_better: bool = True,
+           rungs: list[int] | None = None) -> dict[str, Any]:
+    """Successive halving of arms against `baseline` at every load level; the ranking, each
+    arm's ratio, interval and decision, timed outputs and audit findings."""
+    sc = load_scenario(scenario_dir)
+    stacks, errors = _stacks(arms, sc, workspace, tolerant=True)
     if baseline in errors:
         raise RuntimeError(f"the baseline arm failed to build: {errors[baseline]}")
-    warm, measured = _split(sc, requests_path)
-    for name in list(stacks):
-        try:
-            _run_one(stacks[name], (warm or measured)[0], f"warm-{name}")
-        except Exception as exc:
-            if name == baseline:
-                raise
-            errors[name] = f"{type(exc).__name__}: {exc}"[:500]
-            del stacks[name]
-    rungs = rungs or [1, min(3, len(measured))]
+    w = sc.workload.warmup_requests
+    warm, measured = requests[:w] or requests[w:w + 1], requests[w:]
+    run = _Run(sc, stacks, measured, w, baseline)
+    _warm(run, stacks, warm[:1], errors, baseline)
+    rungs = rungs or [min(2, len(measured)), min(4, len(measured))]
     alive = [n for n in stacks if n != baseline]
-    if not alive:
-        return {"ranking": [], "scores": {}, "history": [], "errors": errors, "winner": None}
-    scores: dict[str, float] = {}
+    metric = sc.metric.kind
     history = []
-    c = sc.workload.concurrency[0]
-    for rung, k in enumerate(rungs):
-        subset = measured[:k]
-        rung_scores = {}
-        for name in list(alive):
-            try:
-                rung_scores[name] = _screen_arm(stacks[baseline], stacks[name], subset, c,
-                                                f"s{rung}-{name}")
-            except Exception as exc:  # a broken arm drops out; the others go on
-                errors[name] = f"{type(exc).__name__}: {exc}"[:500]
-                alive.remove(name)
+    comp: dict[str, dict] = {}
+    for k in rungs:
         if not alive:
             break
-        scores.update(rung_scores)
-        history.append({"requests": k, "scores": rung_scores})
-        alive.sort(key=lambda n: rung_scores[n], reverse=True)
+        try:
+            run.run_pass([baseline] + alive, num_c1=k, deadline_x=4.0)
+        except Exception as exc:  # noqa: BLE001 - which arm broke is unknown: all drop out
+            for name in alive:
+                errors[name] = f"{type(exc).__name__}: {exc}"[:500]
+            alive = []
+            break
+        comp.update(_comparison(run, [baseline] + alive, metric, min_improvement,
+                                higher_is_better))
+        history.append({"requests_at_c1": k, "ratios": {n: comp[n]["ratio"] for n in alive}})
+        alive = [n for n in alive if n not in run.cut]
+        sign = 1 if higher_is_better else -1
+        alive.sort(key=lambda n: sign * (comp[n]["ratio"] or 0.0), reverse=True)
         if len(alive) <= 1:
             break
         alive = alive[:max(1, math.ceil(len(alive) / 2))]
-    ranking = sorted(scores, key=lambda n: (n in alive, scores[n]), reverse=True)
-    return {"ranking": ranking, "scores": scores, "history": history, "errors": errors,
-            "winner": alive[0] if alive else None}
-
-
-def _screen_arm(base_stack: Any, stack: Any, subset: list[dict], c: int, tag: str) -> float:
-    """Median paired ratio of `stack` over the baseline on `subset` (higher is faster)."""
-    if c > 1:
-        base = _run_level(base_stack, subset, c, f"{tag}-b")
-        cand = _run_level(stack, subset, c, tag)
-        return base["wall_s"] / max(cand["wall_s"], 1e-9)
-    ratios = []
-    for i, req in enumerate(subset):
-        base = _run_one(base_stack, req, f"{tag}-b-{i}")
-        cand = _run_one(stack, req, f"{tag}-{i}", deadline_s=4 * base["latency_s"])
-        ratios.append(_rate(cand) / max(_rate(base), 1e-9))
-    return statistics.median(ratios)
-
-
-def _rate(r: dict) -> float:
-    return r["tokens"] / r["latency_s"] if r["latency_s"] > 0 else 0.0
+    ranking = sorted(comp, key=lambda n: (n in alive, comp[n]["ratio"] or 0.0), reverse=True)
+    return {"ranking": ranking, "scores": {n: c["ratio"] for n, c in comp.items()},
+            "comparison": comp, "history": history, "errors": errors,
+            "winner": alive[0] if alive else None, "load_average": run.loads,
+            "findings": run.findings, "timed": run.timed}
