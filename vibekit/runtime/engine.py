@@ -299,7 +299,16 @@ class Engine:
             return []
         if self.state is not None:
             self.state.before_forward(sched)  # snapshot states that verify a draft block
-        emitted = self.runner.execute(sched)
+        try:
+            emitted = self.runner.execute(sched)
+        except Exception:
+            # NOTE: a step that raises gives back the slots it reserved, so a retried step
+            # schedules and computes exactly what this one would have.
+            for req in sched.requests:
+                extra = req.page_table.num_tokens - req.num_computed_tokens
+                if extra > 0:
+                    self.kv.trim(req.page_table, extra)
+            raise
         self.num_steps += 1
         return self._commit(sched, emitted)
 
