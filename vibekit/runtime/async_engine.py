@@ -4,14 +4,21 @@ The Engine is not thread-safe, so only the engine thread ever touches it. Caller
 loop submit commands (add, abort, shutdown) through a thread-safe queue; the engine thread runs
 them between steps and hands each step's outputs to per-request asyncio queues with
 `loop.call_soon_threadsafe`, one call per loop per step.
+
+Faults stay with the request that caused them: a step that raises is retried once; if it raises
+again, the requests of the failing batch are failed (StepFailedError, newest first) one at a
+time until a step succeeds, and the engine keeps serving the others. Requests past their
+deadline fail with DeadlineExceededError; a full waiting queue refuses new ones (QueueFullError).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import heapq
 import inspect
 import itertools
+import logging
 import queue
 import threading
 import time
@@ -24,7 +31,10 @@ from typing import Any
 from vibekit.errors import InvalidRequestError
 from vibekit.runtime.engine import Engine
 from vibekit.runtime.outputs import RequestOutput
+from vibekit.runtime.request import RequestStatus
 from vibekit.runtime.sampling_params import SamplingParams
+
+logger = logging.getLogger("vibekit.runtime")
 
 
 class EngineDeadError(RuntimeError):
@@ -33,6 +43,23 @@ class EngineDeadError(RuntimeError):
 
 class EngineClosedError(RuntimeError):
     """The engine is shutting down or shut down and accepts no new requests."""
+
+
+class QueueFullError(RuntimeError):
+    """As many requests are in flight as the engine runs plus the waiting queue holds."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeadlineExceededError(RuntimeError):
+    """The request ran past its deadline; it was aborted and its KV pages freed."""
+
+
+class StepFailedError(RuntimeError):
+    """engine.step() raised twice with this request in the batch; it was aborted (the engine
+    serves the others)."""
 
 
 class RequestStream:
@@ -109,6 +136,8 @@ class _Add:
     kwargs: dict[str, Any]
     stream: RequestStream
     accepted: asyncio.Future[None]
+    deadline: float | None = None  # time.monotonic() after which the request fails
+    timeout: float | None = None  # the seconds that deadline was set from
 
 
 @dataclass
@@ -127,10 +156,12 @@ class _Shutdown:
 class _Totals:
     """Counters kept by the engine thread for /metrics."""
 
-    finished: Counter[str] = field(default_factory=Counter)
+    finished: Counter[str] = field(default_factory=Counter)  # finish reason, "deadline", "error"
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
     completion_tokens: int = 0
+    step_failures: int = 0  # steps that raised (retried or not)
+    rejected_queue_full: int = 0
 
 
 _RUNNING, _CLOSING, _STOPPED, _DEAD = "running", "closing", "stopped", "dead"
@@ -148,11 +179,16 @@ class AsyncEngine:
     The engine thread starts on construction, or with `start=False` on `start()` or the first
     request.
     Validation errors (InvalidRequestError) are raised by `add_request` / the first step of
-    `generate`, before any output; if the engine crashes, every in-flight request raises
-    EngineDeadError instead of hanging.
+    `generate`, before any output; if the engine thread itself crashes, every in-flight request
+    raises EngineDeadError instead of hanging.
+
+    max_waiting: how many requests may wait beyond the engine's max_num_seqs running ones
+    (None: unbounded); past that, add_request raises QueueFullError.
     """
 
-    def __init__(self, engine: Engine, start: bool = True) -> None:
+    def __init__(self, engine: Engine, start: bool = True, max_waiting: int | None = None) -> None:
+        if max_waiting is not None and max_waiting < 0:
+            raise ValueError(f"max_waiting={max_waiting} is invalid; it must be >= 0 or None")
         self.engine = engine
         self.tokenizer = engine.tokenizer
         self.model_config = engine.model_config
@@ -168,6 +204,10 @@ class AsyncEngine:
         self._ids = itertools.count()
         self._id_prefix = uuid.uuid4().hex[:8]
         self._accepts_prediction = _accepts_keyword(engine.add_request, "prediction")
+        self.max_in_flight = (None if max_waiting is None
+                              else engine.config.scheduler.max_num_seqs + max_waiting)
+        self._num_in_flight = 0  # guarded by _lock: submitted adds not yet finished or failed
+        self._deadlines: list[tuple[float, str, float]] = []  # engine thread only: a heap
         self._thread = threading.Thread(target=self._run, name="vibekit-engine", daemon=True)
         if start:
             self.start()
@@ -192,12 +232,18 @@ class AsyncEngine:
 
     async def add_request(self, prompt: str | Sequence[int], params: SamplingParams | None = None,
                           request_id: str | None = None, prediction: Any = None,
-                          coalesce: bool = False) -> RequestStream:
+                          coalesce: bool = False, timeout: float | None = None) -> RequestStream:
         """Queue a request and wait until the engine accepted it; returns its output stream
-        (see RequestStream for `coalesce`).
+        (see RequestStream for `coalesce`). timeout: seconds from now after which the request
+        is aborted and its stream raises DeadlineExceededError (None: no deadline).
 
-        Raises InvalidRequestError (bad prompt or params), EngineClosedError or EngineDeadError.
+        Raises InvalidRequestError (bad prompt or params), QueueFullError, EngineClosedError or
+        EngineDeadError.
         """
+        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise InvalidRequestError(f"timeout={timeout!r} is invalid; it must be a number of "
+                                      "seconds > 0")
+        deadline = None if timeout is None else time.monotonic() + timeout
         params = params if params is not None else SamplingParams()
         kwargs: dict[str, Any] = {}
         if prediction is not None:
@@ -209,7 +255,8 @@ class AsyncEngine:
         loop = asyncio.get_running_loop()
         stream = RequestStream(self, request_id, loop, coalesce)
         accepted: asyncio.Future[None] = loop.create_future()
-        self._submit(_Add(prompt, params, request_id, kwargs, stream, accepted))
+        self._submit(_Add(prompt, params, request_id, kwargs, stream, accepted, deadline,
+                          timeout))
         try:
             await accepted
         except asyncio.CancelledError:
@@ -220,13 +267,15 @@ class AsyncEngine:
 
     async def generate(self, prompt: str | Sequence[int], params: SamplingParams | None = None,
                        request_id: str | None = None, prediction: Any = None,
-                       coalesce: bool = False) -> AsyncIterator[RequestOutput]:
+                       coalesce: bool = False,
+                       timeout: float | None = None) -> AsyncIterator[RequestOutput]:
         """Stream one request's outputs (cumulative, with deltas); the last has finish_reason.
 
         If the consumer stops early (break, cancellation, aclose), the request is aborted and
         its KV pages are freed.
         """
-        stream = await self.add_request(prompt, params, request_id, prediction, coalesce)
+        stream = await self.add_request(prompt, params, request_id, prediction, coalesce,
+                                        timeout)
         try:
             async for out in stream:
                 yield out
@@ -245,11 +294,15 @@ class AsyncEngine:
     def stats(self) -> dict[str, float]:
         """Engine stats from after the latest step (queue depth, KV usage, prefix hit rate...)
         plus totals over finished requests: num_finished_<reason>, num_prompt_tokens,
-        num_cached_prompt_tokens, num_completion_tokens."""
+        num_cached_prompt_tokens, num_completion_tokens, num_step_failures,
+        num_rejected_queue_full, num_in_flight."""
         stats = dict(self._stats)
         totals = self._totals
-        for reason in ("stop", "length", "abort"):
+        for reason in ("stop", "length", "abort", "deadline", "error"):
             stats[f"num_finished_{reason}"] = totals.finished[reason]
+        stats["num_step_failures"] = totals.step_failures
+        stats["num_rejected_queue_full"] = totals.rejected_queue_full
+        stats["num_in_flight"] = self._num_in_flight
         stats["num_prompt_tokens"] = totals.prompt_tokens
         stats["num_cached_prompt_tokens"] = totals.cached_prompt_tokens
         stats["num_completion_tokens"] = totals.completion_tokens
@@ -278,6 +331,16 @@ class AsyncEngine:
                 raise EngineDeadError("the engine crashed") from self._error
             if self._state == _STOPPED or (self._state == _CLOSING and not allow_closing):
                 raise EngineClosedError("the engine is shutting down; no new requests")
+            if isinstance(cmd, _Add):
+                limit = self.max_in_flight
+                if limit is not None and self._num_in_flight >= limit:
+                    self._totals.rejected_queue_full += 1
+                    raise QueueFullError(
+                        f"the server is at capacity: {self._num_in_flight} requests in flight "
+                        f"({self.engine.config.scheduler.max_num_seqs} running + "
+                        f"{limit - self.engine.config.scheduler.max_num_seqs} waiting); retry "
+                        "later", retry_after=1.0)
+                self._num_in_flight += 1
             self._commands.put(cmd)
             if self._thread.ident is None:
                 self._thread.start()  # the first request starts a lazily built engine
@@ -290,6 +353,17 @@ class AsyncEngine:
 
     # -- engine thread ------------------------------------------------------------------------
 
+    def _released(self, num: int = 1) -> None:
+        with self._lock:
+            self._num_in_flight -= num
+
+    def _forget(self, request_id: str) -> RequestStream | None:
+        """Drop a request's stream (it finished or failed); frees its in-flight slot."""
+        stream = self._streams.pop(request_id, None)
+        if stream is not None:
+            self._released()
+        return stream
+
     def _run(self) -> None:
         engine = self.engine
         try:
@@ -297,9 +371,11 @@ class AsyncEngine:
                 busy = engine.has_unfinished_requests()
                 for cmd in self._take_commands(block=not busy and self._shutdown is None):
                     self._execute(cmd)
+                if self._deadlines:
+                    self._expire(time.monotonic())
                 if self._shutdown is not None and self._finish_shutdown():
                     break
-                outputs = engine.step() if engine.has_unfinished_requests() else []
+                outputs = self._step() if engine.has_unfinished_requests() else []
                 self._stats = dict(engine.stats())  # before dispatch: readers see this step
                 self._dispatch(outputs)
         except BaseException as exc:  # noqa: BLE001 - any crash must fail the waiters
@@ -317,18 +393,74 @@ class AsyncEngine:
             except queue.Empty:
                 return cmds
 
+    def _step(self) -> list[RequestOutput]:
+        """engine.step(), retried once; then the batch's requests are failed newest first, one
+        at a time, until a step succeeds (whoever made it fail is then gone)."""
+        error: Exception | None = None
+        for attempt in range(2):
+            try:
+                return self.engine.step()
+            except Exception as exc:
+                self._totals.step_failures += 1
+                error = exc
+                logger.warning("engine step failed (%s: %s)%s", type(exc).__name__, exc,
+                               "; retrying once" if attempt == 0 else "")
+        for request_id in self._batch_ids():
+            self._fail(request_id, StepFailedError(
+                f"the engine step failed twice with this request in the batch: "
+                f"{type(error).__name__}: {error}"))
+            if not self.engine.has_unfinished_requests():
+                return []
+            try:
+                return self.engine.step()
+            except Exception as exc:
+                self._totals.step_failures += 1
+                error = exc
+        return []  # nothing of ours is left in the batch; the next iteration tries again
+
+    def _batch_ids(self) -> list[str]:
+        """The requests a step holds, newest first (all of ours if none is seen running)."""
+        # NOTE: the one look inside the Engine: which requests the scheduler runs.
+        requests = self.engine.requests
+        running = [rid for rid in self._streams
+                   if getattr(requests.get(rid), "status", None) is RequestStatus.RUNNING]
+        return list(reversed(running or list(self._streams)))
+
+    def _fail(self, request_id: str, error: BaseException) -> None:
+        """Abort a request in the engine and raise `error` in its stream instead of a final
+        output."""
+        self.engine.abort(request_id)
+        stream = self._forget(request_id)
+        reason = "deadline" if isinstance(error, DeadlineExceededError) else "error"
+        self._totals.finished[reason] += 1
+        if stream is not None:
+            _post(stream._loop, _deliver, [(stream, error)])
+
+    def _expire(self, now: float) -> None:
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            _, request_id, timeout = heapq.heappop(heap)
+            if request_id in self._streams:
+                self._fail(request_id, DeadlineExceededError(
+                    f"the request ran past its deadline (timeout of {timeout:g} s) and was "
+                    "aborted"))
+
     def _execute(self, cmd: _Add | _Abort | _Shutdown) -> None:
         if isinstance(cmd, _Add):
             if self._shutdown is not None:
+                self._released()
                 _post(cmd.stream._loop, _set_exception, cmd.accepted,
                       EngineClosedError("the engine is shutting down; no new requests"))
                 return
             try:
                 self.engine.add_request(cmd.prompt, cmd.params, cmd.request_id, **cmd.kwargs)
             except Exception as exc:  # the engine validated and queued nothing
+                self._released()
                 _post(cmd.stream._loop, _set_exception, cmd.accepted, exc)
                 return
             self._streams[cmd.request_id] = cmd.stream
+            if cmd.deadline is not None:
+                heapq.heappush(self._deadlines, (cmd.deadline, cmd.request_id, cmd.timeout))
             if not _post(cmd.stream._loop, _set_result, cmd.accepted, None):
                 self._abort(cmd.request_id)  # the caller's loop is gone
         elif isinstance(cmd, _Abort):
@@ -342,7 +474,7 @@ class AsyncEngine:
         out = self.engine.abort(request_id)
         if out is not None:
             self._dispatch([out])
-        self._streams.pop(request_id, None)
+        self._forget(request_id)
 
     def _finish_shutdown(self) -> bool:
         """Abort what is left once the grace period is over; True when the loop may stop."""
@@ -357,7 +489,7 @@ class AsyncEngine:
         totals = self._totals
         for out in outputs:
             if out.finished:
-                stream = self._streams.pop(out.request_id, None)
+                stream = self._forget(out.request_id)
                 totals.finished[out.finish_reason] += 1
                 totals.prompt_tokens += out.usage.prompt_tokens
                 totals.cached_prompt_tokens += out.usage.cached_prompt_tokens
@@ -390,10 +522,12 @@ class AsyncEngine:
                     break
         for cmd in pending:
             if isinstance(cmd, _Add):
+                self._released()
                 _post(cmd.stream._loop, _set_exception, cmd.accepted, error)
             elif isinstance(cmd, _Abort) and cmd.done is not None:
                 _post(cmd.done.get_loop(), _set_result, cmd.done, None)
         streams, self._streams = self._streams, {}
+        self._released(len(streams))
         for stream in streams.values():
             own = type(error)(*error.args)  # one instance per waiter: tracebacks stay apart
             own.__cause__ = error.__cause__
