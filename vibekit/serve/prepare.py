@@ -73,6 +73,18 @@ class Preparer:
             listed = None
         return prompts.render_chat(self.tokenizer, messages, listed)
 
+    def _prediction(self, req: SamplingRequest) -> list[int] | None:
+        """The predicted output as token ids, tokenized here rather than on the engine thread
+        (a prediction is often a whole file)."""
+        if req.prediction is None:
+            return None
+        text = req.prediction.text
+        self.limits.check_prompt_chars([text], "prediction", self.max_model_len)
+        if self.tokenizer is None:
+            raise APIError("prediction is text but this model has no tokenizer",
+                           param="prediction")
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
     def _job(self, kind: str, req: SamplingRequest, prompt_ids: list[list[int]], param: str,
              max_tokens: int | None, sent: bool, prompt_param: str) -> serving.Job:
         if len(prompt_ids) * req.n > MAX_CHOICES:
@@ -90,8 +102,7 @@ class Preparer:
                        for i in range(req.n)]
         timeout = req.timeout if req.timeout is not None else self.request_timeout
         return serving.Job(kind=kind, model=req.model, prompts=prompt_ids, params=params,
-                           n=req.n, stream=req.stream,
-                           prediction=req.prediction.text if req.prediction else None,
+                           n=req.n, stream=req.stream, prediction=self._prediction(req),
                            include_usage=req.include_usage,
                            return_token_ids=req.return_token_ids, timeout=timeout,
                            tool_request=tool_request)

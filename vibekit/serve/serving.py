@@ -28,7 +28,7 @@ class Job:
     params: list[SamplingParams]  # one per prompt * n, in choice order
     n: int
     stream: bool = False
-    prediction: str | None = None
+    prediction: list[int] | None = None  # token ids of the predicted output
     include_usage: bool = False
     return_token_ids: bool = False
     timeout: float | None = None  # seconds; past it every choice fails (504)
