@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3,
                     help="alternate engine and server runs this often; keep the best of each")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--num-threads", type=int, default=None,
+                    help="torch threads of both sides (default: torch's)")
     ap.add_argument("--client", choices=["aiohttp", "httpx"], default=None,
                     help="HTTP client of the load generator (default: aiohttp if installed)")
     ap.add_argument("--quick", action="store_true", help="tiny sweep for CI (a few seconds)")
@@ -154,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         args.client = "aiohttp" if importlib.util.find_spec("aiohttp") else "httpx"
     rng = random.Random(args.seed)
     torch.manual_seed(args.seed)
+    if args.num_threads is not None:
+        torch.set_num_threads(args.num_threads)
     # no prefix caching: repeats must cost what the first run cost, on both sides
     options = dict(max_model_len=512, num_pages=1024, seed=args.seed,
                    enable_prefix_caching=False)
