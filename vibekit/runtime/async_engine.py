@@ -14,6 +14,7 @@ deadline fail with DeadlineExceededError; a full waiting queue refuses new ones 
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import heapq
 import inspect
@@ -82,7 +83,10 @@ class RequestStream:
         self.coalesce = coalesce
         self._owner = owner
         self._loop = loop
-        self._queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
+        # NOTE: a deque and one waiter future, not an asyncio.Queue: this is touched once per
+        # request per engine step, on the event loop that also serves HTTP.
+        self._items: collections.deque[RequestOutput | BaseException] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None  # read after the outputs queued before it
 
     def __aiter__(self) -> RequestStream:
@@ -95,7 +99,13 @@ class RequestStream:
             raise error
         if self.finished:
             raise StopAsyncIteration
-        item = await self._queue.get()
+        while not self._items:
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        item = self._items.popleft()
         if isinstance(item, BaseException):
             self.finished = True
             raise item
@@ -109,8 +119,8 @@ class RequestStream:
         """`out` merged with the outputs queued behind it (stops at the final one)."""
         delta_ids, delta_text = out.delta_token_ids, out.delta_text
         merged = out
-        while not merged.finished and not self._queue.empty():
-            item = self._queue.get_nowait()
+        while not merged.finished and self._items:
+            item = self._items.popleft()
             if isinstance(item, BaseException):
                 self._error = item  # raised on the next read, after these outputs
                 break
@@ -120,6 +130,13 @@ class RequestStream:
         if merged is out:
             return out
         return dataclasses.replace(merged, delta_token_ids=delta_ids, delta_text=delta_text)
+
+    def _put(self, item: RequestOutput | BaseException) -> None:
+        """Queue an output or an error (on the stream's loop)."""
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def cancel(self) -> None:
         """Abort the request unless it has finished (no-op otherwise)."""
@@ -550,7 +567,7 @@ def _post(loop: asyncio.AbstractEventLoop, fn: Any, *args: Any) -> bool:
 
 def _deliver(items: list[tuple[RequestStream, Any]]) -> None:
     for stream, item in items:
-        stream._queue.put_nowait(item)
+        stream._put(item)
 
 
 def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
