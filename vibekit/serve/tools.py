@@ -11,7 +11,8 @@ So a forced call ("required" or named) always parses and validates against its t
 (vibekit.grammar compiles the schema; the engine masks every token).
 
 Tools reach the model through the chat template's `tools` variable when the template uses it;
-otherwise a system message lists them and the call format.
+otherwise a system message lists them and the call format. Each choice makes at most one call
+(`parallel_tool_calls` is accepted and ignored).
 """
 
 from __future__ import annotations
