@@ -185,3 +185,26 @@ def test_a_request_past_its_timeout_is_504_and_a_stream_gets_an_in_band_error():
     assert events[-1] == "[DONE]"
     assert json.loads(events[-2])["error"]["code"] == "deadline_exceeded"
     assert engine.kv.pool.num_used_pages == 0
+
+
+def test_grammars_compile_in_the_worker_threads_not_on_the_engine_thread(server, http):
+    backend = server.engine.engine.grammars
+    tokenizer = backend.tokenizer
+    real_compile, threads = tokenizer.compile, []
+
+    def compile_and_record(spec):
+        threads.append(threading.current_thread().name)
+        return real_compile(spec)
+
+    tokenizer.compile = compile_and_record
+    try:
+        schema = {"type": "object", "properties": {"k": {"enum": ["compiled", "off", "loop"]}},
+                  "required": ["k"]}
+        fmt = {"type": "json_schema", "json_schema": {"name": "t", "schema": schema}}
+        r = http.post("/v1/chat/completions", json={
+            "model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 16,
+            "temperature": 0, "response_format": fmt})
+    finally:
+        del tokenizer.compile
+    assert r.status_code == 200
+    assert threads and all(name.startswith("vibekit-prepare") for name in threads), threads

@@ -282,6 +282,17 @@ class AsyncEngine:
             raise
         return stream
 
+    def compile_grammar(self, response_format: dict[str, Any] | None) -> None:
+        """Compile a response_format's grammar into the engine's grammar cache now, from any
+        thread, so that add_request finds it compiled: a large schema can take long to compile,
+        and this keeps that off the engine thread that serves everyone. Raises
+        InvalidRequestError for a format that does not parse or compile."""
+        # NOTE: reaches into Engine.grammars (a thread-safe cache); an engine without one
+        # compiles in add_request as before.
+        backend = getattr(self.engine, "grammars", None)
+        if backend is not None and response_format is not None:
+            backend.request_grammar(response_format)
+
     async def generate(self, prompt: str | Sequence[int], params: SamplingParams | None = None,
                        request_id: str | None = None, prediction: Any = None,
                        coalesce: bool = False,

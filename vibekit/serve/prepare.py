@@ -94,6 +94,8 @@ class Preparer:
         response_format: dict[str, Any] | None = req.structured_format
         if tool_request is not None and tool_request.tool_mode in ("named", "required"):
             response_format = tools.response_format(tool_request)
+        # Compile the grammar here, in the worker thread, not on the engine thread.
+        self.engine.compile_grammar(response_format)
         params = []
         for ids in prompt_ids:
             budget = prompts.resolve_max_tokens(len(ids), max_tokens, self.max_model_len, param,
