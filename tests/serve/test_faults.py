@@ -66,7 +66,7 @@ def test_a_step_that_fails_once_is_retried_and_every_output_is_exact(reference):
     assert engine.kv.pool.num_used_pages == 0, "pages leaked"
 
 
-def test_a_step_that_keeps_failing_fails_only_its_newest_request(reference):
+def test_a_step_that_keeps_failing_fails_only_the_request_that_breaks_it(reference):
     engine, failures = poisoned_engine()
     ae = AsyncEngine(engine)
     good = [[5, 6, 7], [9, 10, 11, 12]]
@@ -85,9 +85,35 @@ def test_a_step_that_keeps_failing_fails_only_its_newest_request(reference):
     assert isinstance(bad, StepFailedError) and "simulated kernel fault" in str(bad)
     assert [r[-1].token_ids for r in results] == [r.token_ids for r in refs]
     assert after[-1].token_ids == refs[1].token_ids  # the engine still serves
-    assert ae.is_running and len(failures) == 2
+    assert ae.is_running and len(failures) == 4  # twice in the batch, twice alone
     ae.shutdown(timeout=5)
     assert engine.kv.pool.num_used_pages == 0, "pages leaked"
+
+
+def test_a_breaking_request_admitted_with_others_fails_alone_and_they_stay_exact(reference):
+    # The poison arrives first, in the same step as newer innocent requests: the isolation
+    # puts requests that have produced nothing yet back one at a time, so only it fails.
+    engine, failures = poisoned_engine()
+    ae = AsyncEngine(engine)
+    good = [[5, 6, 7], [9, 10, 11, 12], [3, 3]]
+    refs = reference.generate(good, greedy(16, ignore_eos=True))
+
+    async def main():
+        running = asyncio.ensure_future(collect(ae, [20, 21], greedy(40, ignore_eos=True)))
+        await asyncio.sleep(0.05)
+        return await asyncio.gather(
+            collect(ae, [POISON, 1, 2], greedy(16)),
+            *(collect(ae, p, greedy(16, ignore_eos=True)) for p in good),
+            running, return_exceptions=True)
+
+    bad, *results, running = run(main())
+    assert isinstance(bad, StepFailedError) and "simulated kernel fault" in str(bad)
+    assert [r[-1].token_ids for r in results] == [r.token_ids for r in refs]
+    assert running[-1].token_ids == reference.generate(
+        [[20, 21]], greedy(40, ignore_eos=True))[0].token_ids
+    ae.shutdown(timeout=5)
+    assert engine.kv.pool.num_used_pages == 0, "pages leaked"
+    assert ae.stats()["num_finished_error"] == 1
 
 
 def test_a_request_past_its_deadline_fails_and_frees_its_pages():

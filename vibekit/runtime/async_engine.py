@@ -6,8 +6,8 @@ them between steps and hands each step's outputs to per-request asyncio queues w
 `loop.call_soon_threadsafe`, one call per loop per step.
 
 Faults stay with the request that caused them: a step that raises is retried once; if it raises
-again, the requests of the failing batch are failed (StepFailedError, newest first) one at a
-time until a step succeeds, and the engine keeps serving the others. Requests past their
+again, the requests that make it fail are found (see `_isolate`) and failed with
+StepFailedError, and the engine keeps serving the others. Requests past their
 deadline fail with DeadlineExceededError; a full waiting queue refuses new ones (QueueFullError).
 """
 
@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -225,6 +225,7 @@ class AsyncEngine:
                               else engine.config.scheduler.max_num_seqs + max_waiting)
         self._num_in_flight = 0  # guarded by _lock: submitted adds not yet finished or failed
         self._deadlines: list[tuple[float, str, float]] = []  # engine thread only: a heap
+        self._fresh: dict[str, _Add] = {}  # engine thread only: added, no output yet
         self._thread = threading.Thread(target=self._run, name="vibekit-engine", daemon=True)
         if start:
             self.start()
@@ -388,6 +389,7 @@ class AsyncEngine:
     def _forget(self, request_id: str) -> RequestStream | None:
         """Drop a request's stream (it finished or failed); frees its in-flight slot."""
         stream = self._streams.pop(request_id, None)
+        self._fresh.pop(request_id, None)
         if stream is not None:
             self._released()
         return stream
@@ -422,8 +424,7 @@ class AsyncEngine:
                 return cmds
 
     def _step(self) -> list[RequestOutput]:
-        """engine.step(), retried once; then the batch's requests are failed newest first, one
-        at a time, until a step succeeds (whoever made it fail is then gone)."""
+        """engine.step(), retried once; if it fails again, `_isolate` finds who makes it fail."""
         error: Exception | None = None
         for attempt in range(2):
             try:
@@ -432,32 +433,62 @@ class AsyncEngine:
                 self._totals.step_failures += 1
                 error = exc
                 logger.warning("engine step failed (%s: %s)%s", type(exc).__name__, exc,
-                               "; retrying once" if attempt == 0 else "")
-        for request_id in self._batch_ids():
-            self._fail(request_id, StepFailedError(
-                f"the engine step failed twice with this request in the batch: "
-                f"{type(error).__name__}: {error}"))
-            if not self.engine.has_unfinished_requests():
-                return []
+                               "; retrying once" if attempt == 0 else "; isolating the cause")
+        assert error is not None
+        return self._isolate(error)
+
+    def _isolate(self, error: Exception) -> list[RequestOutput]:
+        """Fail only the requests a failing step cannot run with; return the outputs of the
+        steps that ran meanwhile.
+
+        Requests that have produced nothing yet are taken out (abort) and later put back (the
+        same add), which loses nothing. Without them, the others step; while that fails, the
+        newest of them fails (StepFailedError). Then the held requests go back one at a time,
+        each followed by a step (retried once): one whose step fails is failed.
+        """
+        held = [self._fresh[rid] for rid in self._streams if rid in self._fresh]
+        for cmd in held:
+            self.engine.abort(cmd.request_id)
+        held_ids = {cmd.request_id for cmd in held}
+        outputs: list[RequestOutput] = []
+        while self.engine.has_unfinished_requests():
             try:
-                return self.engine.step()
+                outputs += self.engine.step()
+                break
             except Exception as exc:
                 self._totals.step_failures += 1
                 error = exc
-        return []  # nothing of ours is left in the batch; the next iteration tries again
+            suspects = self._batch_ids(exclude=held_ids)
+            if not suspects:
+                break
+            self._fail(suspects[0], _step_failed(error))
+        for cmd in held:
+            self.engine.add_request(cmd.prompt, cmd.params, cmd.request_id, **cmd.kwargs)
+            for _ in range(2):
+                try:
+                    outputs += self.engine.step()
+                    break
+                except Exception as exc:
+                    self._totals.step_failures += 1
+                    error = exc
+            else:
+                self._fail(cmd.request_id, _step_failed(error))
+        return outputs
 
-    def _batch_ids(self) -> list[str]:
-        """The requests a step holds, newest first (all of ours if none is seen running)."""
+    def _batch_ids(self, exclude: Collection[str] = ()) -> list[str]:
+        """Our requests the engine runs, newest first (all of ours if none is seen running)."""
         # NOTE: the one look inside the Engine: which requests the scheduler runs.
         requests = self.engine.requests
-        running = [rid for rid in self._streams
-                   if getattr(requests.get(rid), "status", None) is RequestStatus.RUNNING]
-        return list(reversed(running or list(self._streams)))
+        ours = [rid for rid in self._streams if rid not in exclude and rid in requests]
+        running = [rid for rid in ours
+                   if getattr(requests[rid], "status", None) is RequestStatus.RUNNING]
+        return list(reversed(running or ours))
 
     def _fail(self, request_id: str, error: BaseException) -> None:
         """Abort a request in the engine and raise `error` in its stream instead of a final
         output."""
         self.engine.abort(request_id)
+        self._fresh.pop(request_id, None)
         stream = self._forget(request_id)
         reason = "deadline" if isinstance(error, DeadlineExceededError) else "error"
         self._totals.finished[reason] += 1
@@ -487,6 +518,7 @@ class AsyncEngine:
                 _post(cmd.stream._loop, _set_exception, cmd.accepted, exc)
                 return
             self._streams[cmd.request_id] = cmd.stream
+            self._fresh[cmd.request_id] = cmd
             if cmd.deadline is not None:
                 heapq.heappush(self._deadlines, (cmd.deadline, cmd.request_id, cmd.timeout))
             if not _post(cmd.stream._loop, _set_result, cmd.accepted, None):
@@ -515,7 +547,10 @@ class AsyncEngine:
     def _dispatch(self, outputs: list[RequestOutput]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[RequestStream, Any]]] = {}
         totals = self._totals
+        fresh = self._fresh
         for out in outputs:
+            if fresh:
+                fresh.pop(out.request_id, None)
             if out.finished:
                 stream = self._forget(out.request_id)
                 totals.finished[out.finish_reason] += 1
@@ -560,6 +595,13 @@ class AsyncEngine:
             own = type(error)(*error.args)  # one instance per waiter: tracebacks stay apart
             own.__cause__ = error.__cause__
             _post(stream._loop, _deliver, [(stream, own)])
+
+
+def _step_failed(error: Exception) -> StepFailedError:
+    failed = StepFailedError(f"the engine step failed twice with this request in the batch: "
+                             f"{type(error).__name__}: {error}")
+    failed.__cause__ = error
+    return failed
 
 
 def _accepts_keyword(fn: Any, name: str) -> bool:
