@@ -4,7 +4,9 @@ disconnects, then a check that nothing leaked.
 A load generator in its own process keeps `--concurrency` requests in flight, drawn at random
 from a mix: plain and streamed completions and chats, n=2, stop strings, JSON-schema output, a
 forced tool call, seeded sampling, bad bodies (400), an oversized body (413), a deadline too
-short to meet (504), and streams the client drops midway. Every response is checked against
+short to meet (504), streams the client drops midway, and "poison" prompts on which the
+model forward raises (an injected kernel fault: those must get a 500 naming it, and nobody else
+may). Every response is checked against
 what its kind allows (a 200 with a well-formed body or stream ending in [DONE], or the one
 expected error). Afterwards the engine must be idle with every KV page free and no request in
 flight; the server's RSS is sampled throughout.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import multiprocessing
 import random
 import socket
@@ -54,7 +57,27 @@ KINDS = {
     "oversized": ("completions", False, {413}),
     "deadline": ("completions", False, {504}),
     "disconnect": ("completions", True, {200}),
+    "poison": ("completions", False, {500}),
 }
+POISON = [258, 7, 258, 9, 258]  # a token pattern no other request sends (258: a special id)
+
+
+def inject_faults(engine: Engine) -> None:
+    """Make the model forward raise whenever a step holds a POISON prompt."""
+    import torch
+
+    model = engine.runner.model
+    real_forward = model.forward
+    pattern = torch.tensor(POISON)
+
+    def forward(input_ids, *args, **kwargs):
+        if bool((input_ids == POISON[0]).any()):
+            windows = input_ids.flatten().unfold(0, len(POISON), 1)
+            if bool((windows == pattern.to(input_ids.device)).all(dim=1).any()):
+                raise RuntimeError("injected kernel fault")
+        return real_forward(input_ids, *args, **kwargs)
+
+    model.forward = forward
 
 
 def make_body(kind: str, rng: random.Random) -> dict | bytes:
@@ -83,6 +106,8 @@ def make_body(kind: str, rng: random.Random) -> dict | bytes:
                            {**base, "prompt": text, "seed": 2**70}, b"{not json"])
     if kind == "oversized":
         return b'{"model": "x", "prompt": "' + b"a" * (2 * 1024 * 1024) + b'"}'
+    if kind == "poison":
+        return {**base, "prompt": POISON + [ord(c) for c in text[:20]]}
     if kind == "deadline":
         return {**base, "prompt": text, "max_tokens": 400, "ignore_eos": True, "timeout": 0.05}
     raise ValueError(kind)
@@ -103,6 +128,10 @@ async def one(session, url: str, kind: str, rng: random.Random, stats: Counter,
             if r.status != 200:
                 payload = await r.json()
                 assert set(payload["error"]) == {"message", "type", "param", "code"}
+                if kind == "poison" and "injected kernel fault" not in payload["error"][
+                        "message"]:
+                    problems.append(f"{kind}: 500 without the cause: {payload}")
+                    return
                 stats[f"ok {kind}"] += 1
                 return
             if not streamed:
@@ -137,14 +166,15 @@ async def one(session, url: str, kind: str, rng: random.Random, stats: Counter,
         problems.append(f"{kind}: {type(exc).__name__}: {exc}")
 
 
-async def load(url: str, seconds: float, concurrency: int, seed: int) -> dict:
+async def load(url: str, seconds: float, concurrency: int, seed: int,
+               faults: bool = True) -> dict:
     import aiohttp
 
     rng = random.Random(seed)
     stats: Counter = Counter()
     problems: list[str] = []
     kinds = list(KINDS)
-    weights = [6, 6, 4, 4, 2, 2, 2, 2, 1, 1, 1, 3]
+    weights = [6, 6, 4, 4, 2, 2, 2, 2, 1, 1, 1, 3, 1 if faults else 0]
     deadline = time.monotonic() + seconds
 
     async def worker(session) -> None:
@@ -158,8 +188,9 @@ async def load(url: str, seconds: float, concurrency: int, seed: int) -> dict:
     return {"stats": dict(stats), "problems": problems}
 
 
-def load_sync(url: str, seconds: float, concurrency: int, seed: int) -> dict:
-    return asyncio.run(load(url, seconds, concurrency, seed))
+def load_sync(url: str, seconds: float, concurrency: int, seed: int,
+              faults: bool = True) -> dict:
+    return asyncio.run(load(url, seconds, concurrency, seed, faults))
 
 
 def rss_mb() -> float:
@@ -176,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="a few seconds, for CI")
+    ap.add_argument("--no-faults", action="store_true",
+                    help="leave out the poison requests (no injected step failures)")
     args = ap.parse_args(argv)
     seconds = 4.0 if args.quick else args.minutes * 60
     concurrency = 16 if args.quick else args.concurrency
@@ -185,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_soak: skipped (the load generator needs aiohttp)")
         return 0
     engine = Engine.from_pretrained(MODEL, max_model_len=2048, num_pages=2048, seed=args.seed)
+    if not args.no_faults:
+        inject_faults(engine)
+    logging.getLogger("vibekit").setLevel(logging.CRITICAL)  # the faults log every time
     async_engine = AsyncEngine(engine, start=False, max_waiting=256)
     app = create_app(async_engine, MODEL, max_body_bytes=1024 * 1024, request_timeout=60)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -198,13 +234,15 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     print(f"bench_soak: {MODEL}, {seconds:.0f} s of mixed requests at concurrency "
           f"{concurrency}, seed {args.seed}, {len(KINDS)} kinds incl. dropped streams, 400, "
-          f"413, 504; load generator aiohttp in its own process; machine shared")
+          f"413, 504{'' if args.no_faults else ', injected step failures'}; load generator "
+          f"aiohttp in its own process; machine shared")
     pool = multiprocessing.get_context("spawn").Pool(1)
     try:
-        pool.apply(load_sync, (url, 1.0, 4, args.seed + 1))  # warm up both sides
+        pool.apply(load_sync, (url, 1.0, 4, args.seed + 1, False))  # warm up both sides
         rss0 = rss_mb()
         samples = [rss0]
-        pending = pool.apply_async(load_sync, (url, seconds, concurrency, args.seed))
+        pending = pool.apply_async(load_sync, (url, seconds, concurrency, args.seed,
+                                               not args.no_faults))
         t0 = time.monotonic()
         while not pending.ready():
             pending.wait(min(10.0, max(seconds / 10, 0.5)))
