@@ -165,7 +165,15 @@ class ModelRunner:
     def execute(self, sched: ScheduledBatch) -> list[list[int]]:
         """Forward + sample/verify: the emitted tokens of each request whose `samples` is set."""
         masks = self.grammar_masker.start(sched)  # may fill on a thread during the forward
-        logits = self.forward(sched)
+        try:
+            logits = self.forward(sched)
+        except BaseException:
+            # NOTE: the fill thread must be done with the grammar matchers before anyone (the
+            # next schedule's propose(), a retried step) touches them again: they are not
+            # thread-safe.
+            if masks is not None and masks.future is not None:
+                masks.future.exception()  # waits; its own failure is secondary here
+            raise
         if masks is not None:
             masks.apply(logits)  # before greedy, verification and sampling alike
         return self.sample(sched, logits)
