@@ -184,3 +184,30 @@ def test_seed_beyond_64_bits_is_refused_before_the_engine():
         SamplingParams(seed=2**70)
     torch.Generator().manual_seed(2**64 - 1)  # the largest accepted one works in torch
     SamplingParams(seed=2**64 - 1)
+
+
+def test_a_failed_forward_waits_for_the_grammar_mask_fill_before_raising():
+    # Found by bench_soak: a forward that raised left the mask fill running on its thread,
+    # and the retried step's propose() then raced it on the same (not thread-safe) matcher.
+    engine = Engine.from_pretrained(MODEL, max_model_len=256, num_pages=64)
+    masker = engine.runner.grammar_masker
+    masker.overlap = True  # fill on the thread, as under load
+    real_fill, done = masker._fill, []
+
+    def slow_fill(*args, **kwargs):
+        time.sleep(0.2)
+        result = real_fill(*args, **kwargs)
+        done.append(1)
+        return result
+
+    masker._fill = slow_fill
+    model = engine.runner.model
+    real_forward = model.forward
+    model.forward = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("simulated fault"))
+    engine.add_request("x", greedy(8, response_format={"type": "json_object"}))
+    with pytest.raises(RuntimeError, match="simulated fault"):
+        engine.step()
+    assert done == [1]  # the fill had finished when step() raised
+    model.forward = real_forward
+    out = engine.generate(["y"], greedy(8, response_format={"type": "json_object"}))[0]
+    assert out.finish_reason in ("stop", "length")
