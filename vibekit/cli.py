@@ -60,21 +60,38 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     options = {name: getattr(args, name) for name in
                ("max_model_len", "page_size", "num_pages", "max_num_seqs",
-                "max_num_batched_tokens", "seed") if getattr(args, name) is not None}
+                "max_num_batched_tokens", "seed", "num_threads", "num_draft_tokens")
+               if getattr(args, name) is not None}
     if args.no_prefix_caching:
         options["enable_prefix_caching"] = False
     try:
         run_server(args.model, host=args.host, port=args.port,
                    served_model_name=args.served_model_name, dtype=args.dtype,
                    device=args.device, shutdown_timeout=args.shutdown_timeout,
-                   log_level=args.log_level, **options)
+                   log_level=args.log_level, max_body_bytes=args.max_body_bytes,
+                   request_timeout=args.request_timeout, max_waiting=args.max_waiting,
+                   chat_template=args.chat_template,
+                   num_prepare_threads=args.prepare_threads, **options)
     except KeyboardInterrupt:  # uvicorn re-raises SIGINT after its graceful shutdown
         pass
     return 0
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default, unless it is None (then the help says it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_ = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and action.option_strings:
+            help_ += " (default: %(default)s)"
+        return help_
+
+
 def main(argv: list[str] | None = None) -> int:
+    from vibekit import __version__
+
     parser = argparse.ArgumentParser(prog="vibekit", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"vibekit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="generate for a batch of prompts and report speed")
     gen.add_argument("model", nargs="?", default=DEFAULT_MODEL,
@@ -86,24 +103,47 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--dtype", default="float32")
     gen.add_argument("--device", default="cpu")
     gen.set_defaults(func=_generate)
-    srv = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API")
+    srv = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API",
+                         formatter_class=_DefaultsFormatter)
     srv.add_argument("model", help="HF folder, dummy:<preset> or zoo:<name>")
-    srv.add_argument("--host", default="127.0.0.1")
-    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    srv.add_argument("--port", type=int, default=8000, help="port to listen on")
     srv.add_argument("--served-model-name", default=None,
                      help="the `model` name clients use (default: MODEL as given)")
-    srv.add_argument("--dtype", default="float32")
-    srv.add_argument("--device", default="cpu")
-    srv.add_argument("--max-model-len", type=int, default=None)
-    srv.add_argument("--page-size", type=int, default=None, help="tokens per KV page")
-    srv.add_argument("--num-pages", type=int, default=None, help="KV pages in the pool")
-    srv.add_argument("--max-num-seqs", type=int, default=None)
-    srv.add_argument("--max-num-batched-tokens", type=int, default=None)
-    srv.add_argument("--no-prefix-caching", action="store_true")
+    srv.add_argument("--dtype", default="float32", help="weight and activation dtype")
+    srv.add_argument("--device", default="cpu", help="torch device")
+    engine_default = "(default: the engine's)"
+    srv.add_argument("--max-model-len", type=int, default=None,
+                     help=f"context length in tokens {engine_default}")
+    srv.add_argument("--page-size", type=int, default=None,
+                     help=f"tokens per KV page {engine_default}")
+    srv.add_argument("--num-pages", type=int, default=None,
+                     help=f"KV pages in the pool {engine_default}")
+    srv.add_argument("--max-num-seqs", type=int, default=None,
+                     help=f"requests running at once {engine_default}")
+    srv.add_argument("--max-num-batched-tokens", type=int, default=None,
+                     help=f"token budget of one step {engine_default}")
+    srv.add_argument("--num-threads", type=int, default=None,
+                     help=f"torch CPU threads {engine_default}; 1 is often best on a shared CPU")
+    srv.add_argument("--num-draft-tokens", type=int, default=None,
+                     help=f"draft block of predicted outputs {engine_default}")
+    srv.add_argument("--no-prefix-caching", action="store_true",
+                     help="turn off prefix caching (on by default)")
     srv.add_argument("--seed", type=int, default=None, help="engine seed (dummy weights, sampling)")
+    srv.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
+                     help="larger request bodies get a 413 before they are read")
+    srv.add_argument("--request-timeout", type=float, default=600.0,
+                     help="seconds a request may take (queueing included) unless it sends "
+                          "`timeout`; past it, 504")
+    srv.add_argument("--max-waiting", type=int, default=256,
+                     help="requests that may wait beyond --max-num-seqs; past it, 429")
+    srv.add_argument("--chat-template", default=None,
+                     help="a Jinja chat template file, for tokenizers without one")
+    srv.add_argument("--prepare-threads", type=int, default=2,
+                     help="worker threads that parse and tokenize requests")
     srv.add_argument("--shutdown-timeout", type=float, default=30.0,
                      help="seconds in-flight requests may run on after SIGINT/SIGTERM")
-    srv.add_argument("--log-level", default="info",
+    srv.add_argument("--log-level", default="info", help="log level",
                      choices=["critical", "error", "warning", "info", "debug"])
     srv.set_defaults(func=_serve)
     args = parser.parse_args(argv)

@@ -186,7 +186,8 @@ def write_outputs(ctx: RunContext, best: Plan, start: Plan, final: dict | None, 
                                                      for k, (a, b) in changed.items())
                                            or "nothing") + ".", "",
         "```toml", best.dumps().strip(), "```", "",
-        f"Serve it: `python {out / 'server.py'} --port 8000` (needs `vibekit[serve]`).", "",
+        f"Serve it: `python {out / 'server.py'} --port 8000` (needs the `serve` extra: "
+        "`pip install -e '.[serve]'` in the vibekit checkout).", "",
     ]
     if hints:
         lines += ["## What bounds the final stack", "", f"Bound: **{hints.get('bound')}**.", ""]

@@ -12,9 +12,10 @@ __all__ = ["render_server_py"]
 _SERVER_TEMPLATE = '''\
 """Serve the stack vibekit-synthesize tuned for scenario `{scenario}` (plan {digest}).
 
-Built only from vibekit's public API. Run it with the `serve` extra installed:
+Built only from vibekit's public API. Run it with the `serve` extra installed, from the vibekit
+checkout (the distribution is `vibekit-serving`; `vibekit` on PyPI is another project):
 
-    pip install "vibekit[serve]"
+    pip install -e "/path/to/vibekit[serve]"
     python server.py --port 8000
     curl localhost:8000/v1/completions -H 'content-type: application/json' \\
         -d '{{"model": "{name}", "prompt": "def fib(n):", "max_tokens": 32}}'

@@ -150,18 +150,19 @@ def test_shutdown_without_grace_aborts_in_flight_requests(engine):
     assert engine.cache.manager.pool.num_used_pages == 0
 
 
-def test_engine_crash_fails_every_in_flight_request():
+def test_engine_thread_crash_fails_every_in_flight_request():
+    # A crash outside engine.step() (here: engine.stats) kills the engine thread; nobody hangs.
     engine = Engine.from_pretrained(MODEL, max_model_len=128, num_pages=64)
-    real_step = engine.step
+    real_stats = engine.stats
     calls = []
 
-    def failing_step():
+    def failing_stats():
         calls.append(1)
-        if len(calls) > 3:
+        if len(calls) > 4:
             raise RuntimeError("boom")
-        return real_step()
+        return real_stats()
 
-    engine.step = failing_step
+    engine.stats = failing_stats
     ae = AsyncEngine(engine)
 
     async def main():

@@ -122,7 +122,8 @@ def test_metrics_parse_as_prometheus_text(client, http, server):
                        ("vibekit_prefix_cache_hit_rate", "gauge")]:
         assert families[name].type == kind, name
     by_reason = {s.labels["finish_reason"]: s.value for s in families["vibekit_requests"].samples}
-    assert set(by_reason) == {"stop", "length", "abort"} and by_reason["length"] >= 1
+    assert set(by_reason) == {"stop", "length", "abort", "deadline", "error"}
+    assert by_reason["length"] >= 1
     stats = server.engine.stats()
     assert families["vibekit_generation_tokens"].samples[0].value >= 3
     assert 0.0 <= families["vibekit_prefix_cache_hit_rate"].samples[0].value <= 1.0

@@ -8,7 +8,6 @@ import json
 import pytest
 
 from vibekit import Engine, InvalidRequestError
-from vibekit.serve.prompts import fallback_chat_template
 
 from .conftest import MAX_MODEL_LEN, MODEL, greedy
 
@@ -212,12 +211,6 @@ def test_prediction_is_passed_to_the_engine(client, reference):
     assert details.rejected_prediction_tokens > 0  # the wrong tail reached the verifier
     if num_exact:
         assert details.accepted_prediction_tokens >= 1
-
-
-def test_fallback_chat_template_is_plain_role_headers():
-    text = fallback_chat_template([{"role": "system", "content": "S"},
-                                   {"role": "user", "content": "U"}])
-    assert text == "<|system|>\nS\n<|user|>\nU\n<|assistant|>\n"
 
 
 def test_default_chat_max_tokens_fills_the_context(client, reference):

@@ -88,6 +88,12 @@ class Cache(Protocol):
 
     def free(self, req: Request, finished: bool) -> None: ...
 
+    def abort_step(self, req: Request, num_new: int) -> bool:
+        """The forward that was to compute the num_new tokens reserved for req this step failed:
+        give the reservation back. False when the cache cannot restore its state exactly (a
+        half-run forward may have advanced a recurrent state): the request must be recomputed."""
+        ...
+
     def page_ids(self, req: Request) -> list[int]: ...
 
     def forward_args(self, requests: Sequence[Request], device: torch.device) -> dict[str, Any]:

@@ -7,6 +7,9 @@ from typing import Any
 
 from vibekit.errors import InvalidRequestError
 
+# What torch.Generator.manual_seed accepts (a signed or unsigned 64-bit integer).
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+
 
 @dataclass
 class SamplingParams:
@@ -64,7 +67,9 @@ class SamplingParams:
             raise bad("temperature", self.temperature, "it must be a number >= 0")
         if not 0.0 <= self.temperature <= 100.0:
             raise bad("temperature", self.temperature, "it must be in [0, 100]")
-        if not isinstance(self.top_p, (int, float)) or not 0.0 < self.top_p <= 1.0:
+        if isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float)) or not (
+            0.0 < self.top_p <= 1.0
+        ):
             raise bad("top_p", self.top_p, "it must be in (0, 1]")
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < -1:
             raise bad("top_k", self.top_k, "it must be an integer >= 1, or 0 / -1 for no limit")
@@ -72,6 +77,8 @@ class SamplingParams:
             isinstance(self.seed, bool) or not isinstance(self.seed, int)
         ):
             raise bad("seed", self.seed, "it must be an integer or None")
+        if self.seed is not None and not SEED_MIN <= self.seed <= SEED_MAX:
+            raise bad("seed", self.seed, f"it must fit in 64 bits: [{SEED_MIN}, {SEED_MAX}]")
         stop = self.stop
         if stop is None:
             stop = []

@@ -7,7 +7,7 @@ RequestGrammar (its matcher), and each step the GrammarMasker fills the batch's 
 worker thread while the forward runs. Jump-forward and predicted outputs become drafts checked
 against the matcher and verified under the masks, so neither changes the output.
 
-Importing this package does not import xgrammar (pip install 'vibekit[grammar]').
+Importing this package does not import xgrammar (from the checkout: pip install -e ".[grammar]").
 """
 
 from vibekit.grammar.backend import GrammarBackend

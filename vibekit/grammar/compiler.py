@@ -39,7 +39,8 @@ def import_xgrammar() -> Any:
         import xgrammar
     except ImportError:
         raise InvalidRequestError(
-            "response_format needs xgrammar, which is not installed: pip install 'vibekit[grammar]'"
+            "response_format needs xgrammar, which is not installed; from the vibekit checkout: "
+            'pip install -e ".[grammar]"'
         ) from None
     return xgrammar
 

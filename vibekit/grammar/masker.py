@@ -25,6 +25,12 @@ class PendingMasks:
         self.rows = rows
         self.backend = backend
 
+    def wait(self) -> None:
+        """Block until the fill is done (its own error, if any, is dropped: a caller waits here
+        only while handling a failure of the forward)."""
+        if self.future is not None:
+            self.future.exception()
+
     @torch.inference_mode()  # the runner's logits are inference tensors
     def apply(self, logits: torch.Tensor) -> None:
         """Set the logits [S, V] of forbidden tokens to -inf in place, on the grammar rows."""

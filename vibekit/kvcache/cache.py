@@ -81,6 +81,10 @@ class PagedKVCache:
             self.manager.trim(self.table(req), num_rejected)  # KV of rejected draft positions
         return num_rejected
 
+    def abort_step(self, req: Request, num_new: int) -> bool:
+        self.manager.trim(self.table(req), num_new)  # the KV of unfinished positions is moot
+        return True
+
     def commit(self, req: Request) -> None:
         # A stop inside an accepted block leaves fewer tokens than were computed.
         self.manager.commit(self.table(req), req.token_ids,

@@ -17,6 +17,9 @@ class PendingLogits(Protocol):
         """Edit logits [S, V] float32 in place (S = ScheduledBatch.num_rows)."""
         ...
 
+    # Optional: `wait()` finishes work started on another thread; the runner calls it when the
+    # forward raised, before anything else touches the state that work reads.
+
 
 class LogitsProcessor(Protocol):
     """`start` sees the step's ScheduledBatch before the forward (it may begin work on a thread,

@@ -4,27 +4,38 @@ The Engine is not thread-safe, so only the engine thread ever touches it. Caller
 loop submit commands (add, abort, shutdown) through a thread-safe queue; the engine thread runs
 them between steps and hands each step's outputs to per-request asyncio queues with
 `loop.call_soon_threadsafe`, one call per loop per step.
+
+Faults stay with the request that caused them: a step that raises is retried once; if it raises
+again, the requests that make it fail are found (see `_isolate`) and failed with
+StepFailedError, and the engine keeps serving the others. Requests past their
+deadline fail with DeadlineExceededError; a full waiting queue refuses new ones (QueueFullError).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
+import heapq
 import inspect
 import itertools
+import logging
 import queue
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from vibekit.core.outputs import RequestOutput
+from vibekit.core.request import RequestStatus
 from vibekit.core.sampling_params import SamplingParams
 from vibekit.errors import InvalidRequestError
 from vibekit.runtime.engine import Engine
+
+logger = logging.getLogger("vibekit.runtime")
 
 
 class EngineDeadError(RuntimeError):
@@ -33,6 +44,23 @@ class EngineDeadError(RuntimeError):
 
 class EngineClosedError(RuntimeError):
     """The engine is shutting down or shut down and accepts no new requests."""
+
+
+class QueueFullError(RuntimeError):
+    """As many requests are in flight as the engine runs plus the waiting queue holds."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeadlineExceededError(RuntimeError):
+    """The request ran past its deadline; it was aborted and its KV pages freed."""
+
+
+class StepFailedError(RuntimeError):
+    """engine.step() raised twice with this request in the batch; it was aborted (the engine
+    serves the others)."""
 
 
 class RequestStream:
@@ -55,7 +83,10 @@ class RequestStream:
         self.coalesce = coalesce
         self._owner = owner
         self._loop = loop
-        self._queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
+        # NOTE: a deque and one waiter future, not an asyncio.Queue: this is touched once per
+        # request per engine step, on the event loop that also serves HTTP.
+        self._items: collections.deque[RequestOutput | BaseException] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None  # read after the outputs queued before it
 
     def __aiter__(self) -> RequestStream:
@@ -68,7 +99,13 @@ class RequestStream:
             raise error
         if self.finished:
             raise StopAsyncIteration
-        item = await self._queue.get()
+        while not self._items:
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        item = self._items.popleft()
         if isinstance(item, BaseException):
             self.finished = True
             raise item
@@ -82,8 +119,8 @@ class RequestStream:
         """`out` merged with the outputs queued behind it (stops at the final one)."""
         delta_ids, delta_text = out.delta_token_ids, out.delta_text
         merged = out
-        while not merged.finished and not self._queue.empty():
-            item = self._queue.get_nowait()
+        while not merged.finished and self._items:
+            item = self._items.popleft()
             if isinstance(item, BaseException):
                 self._error = item  # raised on the next read, after these outputs
                 break
@@ -93,6 +130,13 @@ class RequestStream:
         if merged is out:
             return out
         return dataclasses.replace(merged, delta_token_ids=delta_ids, delta_text=delta_text)
+
+    def _put(self, item: RequestOutput | BaseException) -> None:
+        """Queue an output or an error (on the stream's loop)."""
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def cancel(self) -> None:
         """Abort the request unless it has finished (no-op otherwise)."""
@@ -109,6 +153,8 @@ class _Add:
     kwargs: dict[str, Any]
     stream: RequestStream
     accepted: asyncio.Future[None]
+    deadline: float | None = None  # time.monotonic() after which the request fails
+    timeout: float | None = None  # the seconds that deadline was set from
 
 
 @dataclass
@@ -127,10 +173,12 @@ class _Shutdown:
 class _Totals:
     """Counters kept by the engine thread for /metrics."""
 
-    finished: Counter[str] = field(default_factory=Counter)
+    finished: Counter[str] = field(default_factory=Counter)  # finish reason, "deadline", "error"
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
     completion_tokens: int = 0
+    step_failures: int = 0  # steps that raised (retried or not)
+    rejected_queue_full: int = 0
 
 
 _RUNNING, _CLOSING, _STOPPED, _DEAD = "running", "closing", "stopped", "dead"
@@ -148,11 +196,16 @@ class AsyncEngine:
     The engine thread starts on construction, or with `start=False` on `start()` or the first
     request.
     Validation errors (InvalidRequestError) are raised by `add_request` / the first step of
-    `generate`, before any output; if the engine crashes, every in-flight request raises
-    EngineDeadError instead of hanging.
+    `generate`, before any output; if the engine thread itself crashes, every in-flight request
+    raises EngineDeadError instead of hanging.
+
+    max_waiting: how many requests may wait beyond the engine's max_num_seqs running ones
+    (None: unbounded); past that, add_request raises QueueFullError.
     """
 
-    def __init__(self, engine: Engine, start: bool = True) -> None:
+    def __init__(self, engine: Engine, start: bool = True, max_waiting: int | None = None) -> None:
+        if max_waiting is not None and max_waiting < 0:
+            raise ValueError(f"max_waiting={max_waiting} is invalid; it must be >= 0 or None")
         self.engine = engine
         self.tokenizer = engine.tokenizer
         self.model_config = engine.model_config
@@ -168,6 +221,11 @@ class AsyncEngine:
         self._ids = itertools.count()
         self._id_prefix = uuid.uuid4().hex[:8]
         self._accepts_prediction = _accepts_keyword(engine.add_request, "prediction")
+        self.max_in_flight = (None if max_waiting is None
+                              else engine.config.scheduler.max_num_seqs + max_waiting)
+        self._num_in_flight = 0  # guarded by _lock: submitted adds not yet finished or failed
+        self._deadlines: list[tuple[float, str, float]] = []  # engine thread only: a heap
+        self._fresh: dict[str, _Add] = {}  # engine thread only: added, no output yet
         self._thread = threading.Thread(target=self._run, name="vibekit-engine", daemon=True)
         if start:
             self.start()
@@ -192,12 +250,18 @@ class AsyncEngine:
 
     async def add_request(self, prompt: str | Sequence[int], params: SamplingParams | None = None,
                           request_id: str | None = None, prediction: Any = None,
-                          coalesce: bool = False) -> RequestStream:
+                          coalesce: bool = False, timeout: float | None = None) -> RequestStream:
         """Queue a request and wait until the engine accepted it; returns its output stream
-        (see RequestStream for `coalesce`).
+        (see RequestStream for `coalesce`). timeout: seconds from now after which the request
+        is aborted and its stream raises DeadlineExceededError (None: no deadline).
 
-        Raises InvalidRequestError (bad prompt or params), EngineClosedError or EngineDeadError.
+        Raises InvalidRequestError (bad prompt or params), QueueFullError, EngineClosedError or
+        EngineDeadError.
         """
+        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise InvalidRequestError(f"timeout={timeout!r} is invalid; it must be a number of "
+                                      "seconds > 0")
+        deadline = None if timeout is None else time.monotonic() + timeout
         params = params if params is not None else SamplingParams()
         kwargs: dict[str, Any] = {}
         if prediction is not None:
@@ -209,7 +273,8 @@ class AsyncEngine:
         loop = asyncio.get_running_loop()
         stream = RequestStream(self, request_id, loop, coalesce)
         accepted: asyncio.Future[None] = loop.create_future()
-        self._submit(_Add(prompt, params, request_id, kwargs, stream, accepted))
+        self._submit(_Add(prompt, params, request_id, kwargs, stream, accepted, deadline,
+                          timeout))
         try:
             await accepted
         except asyncio.CancelledError:
@@ -218,15 +283,28 @@ class AsyncEngine:
             raise
         return stream
 
+    def compile_grammar(self, response_format: dict[str, Any] | None) -> None:
+        """Compile a response_format's grammar into the engine's grammar cache now, from any
+        thread, so that add_request finds it compiled: a large schema can take long to compile,
+        and this keeps that off the engine thread that serves everyone. Raises
+        InvalidRequestError for a format that does not parse or compile."""
+        # NOTE: reaches into Engine.grammars (a thread-safe cache); an engine without one
+        # compiles in add_request as before.
+        backend = getattr(self.engine, "grammars", None)
+        if backend is not None and response_format is not None:
+            backend.request_grammar(response_format)
+
     async def generate(self, prompt: str | Sequence[int], params: SamplingParams | None = None,
                        request_id: str | None = None, prediction: Any = None,
-                       coalesce: bool = False) -> AsyncIterator[RequestOutput]:
+                       coalesce: bool = False,
+                       timeout: float | None = None) -> AsyncIterator[RequestOutput]:
         """Stream one request's outputs (cumulative, with deltas); the last has finish_reason.
 
         If the consumer stops early (break, cancellation, aclose), the request is aborted and
         its KV pages are freed.
         """
-        stream = await self.add_request(prompt, params, request_id, prediction, coalesce)
+        stream = await self.add_request(prompt, params, request_id, prediction, coalesce,
+                                        timeout)
         try:
             async for out in stream:
                 yield out
@@ -245,11 +323,15 @@ class AsyncEngine:
     def stats(self) -> dict[str, float]:
         """Engine stats from after the latest step (queue depth, KV usage, prefix hit rate...)
         plus totals over finished requests: num_finished_<reason>, num_prompt_tokens,
-        num_cached_prompt_tokens, num_completion_tokens."""
+        num_cached_prompt_tokens, num_completion_tokens, num_step_failures,
+        num_rejected_queue_full, num_in_flight."""
         stats = dict(self._stats)
         totals = self._totals
-        for reason in ("stop", "length", "abort"):
+        for reason in ("stop", "length", "abort", "deadline", "error"):
             stats[f"num_finished_{reason}"] = totals.finished[reason]
+        stats["num_step_failures"] = totals.step_failures
+        stats["num_rejected_queue_full"] = totals.rejected_queue_full
+        stats["num_in_flight"] = self._num_in_flight
         stats["num_prompt_tokens"] = totals.prompt_tokens
         stats["num_cached_prompt_tokens"] = totals.cached_prompt_tokens
         stats["num_completion_tokens"] = totals.completion_tokens
@@ -278,6 +360,16 @@ class AsyncEngine:
                 raise EngineDeadError("the engine crashed") from self._error
             if self._state == _STOPPED or (self._state == _CLOSING and not allow_closing):
                 raise EngineClosedError("the engine is shutting down; no new requests")
+            if isinstance(cmd, _Add):
+                limit = self.max_in_flight
+                if limit is not None and self._num_in_flight >= limit:
+                    self._totals.rejected_queue_full += 1
+                    raise QueueFullError(
+                        f"the server is at capacity: {self._num_in_flight} requests in flight "
+                        f"({self.engine.config.scheduler.max_num_seqs} running + "
+                        f"{limit - self.engine.config.scheduler.max_num_seqs} waiting); retry "
+                        "later", retry_after=1.0)
+                self._num_in_flight += 1
             self._commands.put(cmd)
             if self._thread.ident is None:
                 self._thread.start()  # the first request starts a lazily built engine
@@ -290,6 +382,18 @@ class AsyncEngine:
 
     # -- engine thread ------------------------------------------------------------------------
 
+    def _released(self, num: int = 1) -> None:
+        with self._lock:
+            self._num_in_flight -= num
+
+    def _forget(self, request_id: str) -> RequestStream | None:
+        """Drop a request's stream (it finished or failed); frees its in-flight slot."""
+        stream = self._streams.pop(request_id, None)
+        self._fresh.pop(request_id, None)
+        if stream is not None:
+            self._released()
+        return stream
+
     def _run(self) -> None:
         engine = self.engine
         try:
@@ -297,9 +401,11 @@ class AsyncEngine:
                 busy = engine.has_unfinished_requests()
                 for cmd in self._take_commands(block=not busy and self._shutdown is None):
                     self._execute(cmd)
+                if self._deadlines:
+                    self._expire(time.monotonic())
                 if self._shutdown is not None and self._finish_shutdown():
                     break
-                outputs = engine.step() if engine.has_unfinished_requests() else []
+                outputs = self._step() if engine.has_unfinished_requests() else []
                 self._stats = dict(engine.stats())  # before dispatch: readers see this step
                 self._dispatch(outputs)
         except BaseException as exc:  # noqa: BLE001 - any crash must fail the waiters
@@ -317,18 +423,104 @@ class AsyncEngine:
             except queue.Empty:
                 return cmds
 
+    def _step(self) -> list[RequestOutput]:
+        """engine.step(), retried once; if it fails again, `_isolate` finds who makes it fail."""
+        error: Exception | None = None
+        for attempt in range(2):
+            try:
+                return self.engine.step()
+            except Exception as exc:
+                self._totals.step_failures += 1
+                error = exc
+                logger.warning("engine step failed (%s: %s)%s", type(exc).__name__, exc,
+                               "; retrying once" if attempt == 0 else "; isolating the cause")
+        assert error is not None
+        return self._isolate(error)
+
+    def _isolate(self, error: Exception) -> list[RequestOutput]:
+        """Fail only the requests a failing step cannot run with; return the outputs of the
+        steps that ran meanwhile.
+
+        Requests that have produced nothing yet are taken out (abort) and later put back (the
+        same add), which loses nothing. Without them, the others step; while that fails, the
+        newest of them fails (StepFailedError). Then the held requests go back one at a time,
+        each followed by a step (retried once): one whose step fails is failed.
+        """
+        held = [self._fresh[rid] for rid in self._streams if rid in self._fresh]
+        for cmd in held:
+            self.engine.abort(cmd.request_id)
+        held_ids = {cmd.request_id for cmd in held}
+        outputs: list[RequestOutput] = []
+        while self.engine.has_unfinished_requests():
+            try:
+                outputs += self.engine.step()
+                break
+            except Exception as exc:
+                self._totals.step_failures += 1
+                error = exc
+            suspects = self._batch_ids(exclude=held_ids)
+            if not suspects:
+                break
+            self._fail(suspects[0], _step_failed(error))
+        for cmd in held:
+            self.engine.add_request(cmd.prompt, cmd.params, cmd.request_id, **cmd.kwargs)
+            for _ in range(2):
+                try:
+                    outputs += self.engine.step()
+                    break
+                except Exception as exc:
+                    self._totals.step_failures += 1
+                    error = exc
+            else:
+                self._fail(cmd.request_id, _step_failed(error))
+        return outputs
+
+    def _batch_ids(self, exclude: Collection[str] = ()) -> list[str]:
+        """Our requests the engine runs, newest first (all of ours if none is seen running)."""
+        # NOTE: the one look inside the Engine: which requests the scheduler runs.
+        requests = self.engine.requests
+        ours = [rid for rid in self._streams if rid not in exclude and rid in requests]
+        running = [rid for rid in ours
+                   if getattr(requests[rid], "status", None) is RequestStatus.RUNNING]
+        return list(reversed(running or ours))
+
+    def _fail(self, request_id: str, error: BaseException) -> None:
+        """Abort a request in the engine and raise `error` in its stream instead of a final
+        output."""
+        self.engine.abort(request_id)
+        self._fresh.pop(request_id, None)
+        stream = self._forget(request_id)
+        reason = "deadline" if isinstance(error, DeadlineExceededError) else "error"
+        self._totals.finished[reason] += 1
+        if stream is not None:
+            _post(stream._loop, _deliver, [(stream, error)])
+
+    def _expire(self, now: float) -> None:
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            _, request_id, timeout = heapq.heappop(heap)
+            if request_id in self._streams:
+                self._fail(request_id, DeadlineExceededError(
+                    f"the request ran past its deadline (timeout of {timeout:g} s) and was "
+                    "aborted"))
+
     def _execute(self, cmd: _Add | _Abort | _Shutdown) -> None:
         if isinstance(cmd, _Add):
             if self._shutdown is not None:
+                self._released()
                 _post(cmd.stream._loop, _set_exception, cmd.accepted,
                       EngineClosedError("the engine is shutting down; no new requests"))
                 return
             try:
                 self.engine.add_request(cmd.prompt, cmd.params, cmd.request_id, **cmd.kwargs)
             except Exception as exc:  # the engine validated and queued nothing
+                self._released()
                 _post(cmd.stream._loop, _set_exception, cmd.accepted, exc)
                 return
             self._streams[cmd.request_id] = cmd.stream
+            self._fresh[cmd.request_id] = cmd
+            if cmd.deadline is not None:
+                heapq.heappush(self._deadlines, (cmd.deadline, cmd.request_id, cmd.timeout))
             if not _post(cmd.stream._loop, _set_result, cmd.accepted, None):
                 self._abort(cmd.request_id)  # the caller's loop is gone
         elif isinstance(cmd, _Abort):
@@ -342,7 +534,7 @@ class AsyncEngine:
         out = self.engine.abort(request_id)
         if out is not None:
             self._dispatch([out])
-        self._streams.pop(request_id, None)
+        self._forget(request_id)
 
     def _finish_shutdown(self) -> bool:
         """Abort what is left once the grace period is over; True when the loop may stop."""
@@ -355,9 +547,12 @@ class AsyncEngine:
     def _dispatch(self, outputs: list[RequestOutput]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[RequestStream, Any]]] = {}
         totals = self._totals
+        fresh = self._fresh
         for out in outputs:
+            if fresh:
+                fresh.pop(out.request_id, None)
             if out.finished:
-                stream = self._streams.pop(out.request_id, None)
+                stream = self._forget(out.request_id)
                 totals.finished[out.finish_reason] += 1
                 totals.prompt_tokens += out.usage.prompt_tokens
                 totals.cached_prompt_tokens += out.usage.cached_prompt_tokens
@@ -390,14 +585,23 @@ class AsyncEngine:
                     break
         for cmd in pending:
             if isinstance(cmd, _Add):
+                self._released()
                 _post(cmd.stream._loop, _set_exception, cmd.accepted, error)
             elif isinstance(cmd, _Abort) and cmd.done is not None:
                 _post(cmd.done.get_loop(), _set_result, cmd.done, None)
         streams, self._streams = self._streams, {}
+        self._released(len(streams))
         for stream in streams.values():
             own = type(error)(*error.args)  # one instance per waiter: tracebacks stay apart
             own.__cause__ = error.__cause__
             _post(stream._loop, _deliver, [(stream, own)])
+
+
+def _step_failed(error: Exception) -> StepFailedError:
+    failed = StepFailedError(f"the engine step failed twice with this request in the batch: "
+                             f"{type(error).__name__}: {error}")
+    failed.__cause__ = error
+    return failed
 
 
 def _accepts_keyword(fn: Any, name: str) -> bool:
@@ -416,7 +620,7 @@ def _post(loop: asyncio.AbstractEventLoop, fn: Any, *args: Any) -> bool:
 
 def _deliver(items: list[tuple[RequestStream, Any]]) -> None:
     for stream, item in items:
-        stream._queue.put_nowait(item)
+        stream._put(item)
 
 
 def _set_result(fut: asyncio.Future[Any], value: Any) -> None:

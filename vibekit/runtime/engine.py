@@ -181,7 +181,14 @@ class Engine:
         batch = self.scheduler.schedule()
         if not batch.requests:
             return []
-        emitted = self.runner.execute(batch)
+        try:
+            emitted = self.runner.execute(batch)
+        except Exception:
+            # NOTE: a step that raises gives back what it reserved (or, where a cache cannot
+            # undo a half-run forward, requeues the request for recompute), so a retried step
+            # computes exactly what this one would have.
+            self.scheduler.undo(batch)
+            raise
         self.num_steps += 1
         outputs = []
         for req in self.scheduler.postprocess(batch, emitted, self.outputs.append_token):

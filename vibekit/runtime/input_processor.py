@@ -17,8 +17,6 @@ from vibekit.errors import InvalidRequestError
 from vibekit.grammar import GrammarBackend
 from vibekit.spec import PredictionDrafter
 
-_MAX_SEED = 2**64 - 1
-
 
 class InputProcessor:
     def __init__(self, config: EngineConfig, tokenizer: Any, num_pages: int,
@@ -95,9 +93,6 @@ class InputProcessor:
         generator = None
         if params.temperature > 0:
             seed = params.seed if params.seed is not None else self._rng.getrandbits(63)
-            if not 0 <= seed <= _MAX_SEED:
-                raise InvalidRequestError(
-                    f"seed={seed} is out of range; it must be in [0, 2**64 - 1]")
             generator = torch.Generator(device=self.config.device).manual_seed(seed)
         req = Request(request_id=request_id, prompt_token_ids=ids, params=params,
                       generator=generator, arrival_index=arrival_index)

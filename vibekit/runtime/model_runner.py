@@ -113,7 +113,17 @@ class ModelRunner:
         """Forward, logits processors, sample/verify: the emitted tokens of each sampling
         group, in `batch.groups` order."""
         pending = [p.start(batch) for p in self.processors]  # may work during the forward
-        logits = self.forward(batch)
+        try:
+            logits = self.forward(batch)
+        except BaseException:
+            # NOTE: background work (the grammar mask fill) must be done with the grammar
+            # matchers before anyone (the next schedule's propose(), a retried step) touches
+            # them again: they are not thread-safe.
+            for work in pending:
+                wait = getattr(work, "wait", None)
+                if wait is not None:
+                    wait()
+            raise
         for work in pending:
             if work is not None:
                 work.apply(logits)  # before greedy, verification and sampling alike

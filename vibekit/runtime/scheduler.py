@@ -186,6 +186,19 @@ class Scheduler:
 
     # -- after the forward --------------------------------------------------------------------
 
+    def undo(self, batch: ScheduledBatch) -> None:
+        """The step's forward raised: give back what `schedule` reserved, so the next schedule
+        computes exactly what this one would have (requests whose cache cannot be restored are
+        requeued for recompute)."""
+        requeued: set[int] = set()  # companions freed with the request they guide
+        for req, n in zip(batch.requests, batch.num_new_tokens):
+            if id(req) in requeued or self.cache.abort_step(req, n):
+                continue
+            self.running.remove(req)
+            self._preempt(req)
+            if req.guidance is not None:
+                requeued.add(id(req.guidance.uncond))
+
     def postprocess(self, batch: ScheduledBatch, emitted: list[list[int]],
                     append_token: Callable[[Request, int], str | None]) -> list[Request]:
         """Commit one step: advance each request past what it computed, roll back rejected

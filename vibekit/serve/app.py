@@ -11,24 +11,30 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
 from vibekit import AsyncEngine, Engine, RequestStream
-from vibekit.serve import metrics, prompts, serving
+from vibekit.serve import limits, metrics, serving
 from vibekit.serve.errors import APIError, install_error_handlers
-from vibekit.serve.protocol import ChatCompletionRequest, CompletionRequest, SamplingRequest
+from vibekit.serve.prepare import MAX_CHOICES, Preparer
+from vibekit.serve.responses import JSONResponse
+
+__all__ = ["MAX_CHOICES", "create_app"]
 
 T = TypeVar("T")
-MAX_CHOICES = 1024  # prompts * n per HTTP request
 
 
 def create_app(engine: AsyncEngine | Engine, served_model_names: str | Sequence[str],
-               shutdown_timeout: float = 30.0, owns_engine: bool = True) -> FastAPI:
+               shutdown_timeout: float = 30.0, owns_engine: bool = True, *,
+               max_body_bytes: int = limits.DEFAULT_MAX_BODY_BYTES,
+               max_prompt_chars: int | None = None, request_timeout: float | None = None,
+               max_waiting: int | None = None, num_prepare_threads: int = 2) -> FastAPI:
     """Build the app around an Engine, or an AsyncEngine (started or not) that wraps one.
 
     served_model_names: the `model` values requests may name (the first is listed first).
@@ -36,48 +42,69 @@ def create_app(engine: AsyncEngine | Engine, served_model_names: str | Sequence[
     connections and waited for open ones), it lets what is left finish for `shutdown_timeout`
     seconds, aborts the rest and stops the engine thread (if `owns_engine`).
 
+    max_body_bytes: larger bodies get a 413 before they are read. max_prompt_chars: longer
+    prompt text gets a 400 before it is tokenized (default: max_model_len x the longest token
+    in characters, what can possibly fit). request_timeout: the deadline in seconds of requests
+    that send no `timeout` (None: none). max_waiting: requests that may wait beyond the
+    engine's max_num_seqs (429 past it; only when an Engine is given, an AsyncEngine has its
+    own). num_prepare_threads: worker threads that parse, render and tokenize requests.
+
     Example:
         app = create_app(Engine.from_pretrained("dummy:tiny-llama"), "tiny")
         uvicorn.run(app, port=8000)
     """
     if isinstance(engine, Engine):
-        engine = AsyncEngine(engine, start=False)
+        engine = AsyncEngine(engine, start=False, max_waiting=max_waiting)
     names = [served_model_names] if isinstance(served_model_names, str) else list(
         served_model_names)
     if not names:
         raise ValueError("served_model_names must name at least one model")
+    if request_timeout is not None and not request_timeout > 0:
+        raise ValueError(f"request_timeout={request_timeout} must be > 0 seconds or None")
+    max_len = engine.config.max_model_len
+    limit = limits.Limits(max_body_bytes, max_prompt_chars if max_prompt_chars is not None
+                          else limits.default_max_prompt_chars(engine.tokenizer, max_len))
+    preparer = Preparer(engine, names, limit, request_timeout)
+    pool = ThreadPoolExecutor(num_prepare_threads, thread_name_prefix="vibekit-prepare")
     server_metrics = metrics.ServerMetrics()
     created = int(time.time())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         engine.start()
-        yield
-        if owns_engine:
-            await asyncio.to_thread(engine.shutdown, True, shutdown_timeout)
+        try:
+            yield
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            if owns_engine:
+                await asyncio.to_thread(engine.shutdown, True, shutdown_timeout)
 
     app = FastAPI(title="vibekit", summary="OpenAI-compatible server on a vibekit Engine",
                   lifespan=lifespan)
     app.state.engine = engine
     app.state.metrics = server_metrics
+    app.state.limits = limit
     app.state.draining = False  # set on SIGINT/SIGTERM by run_server: refuse new work
-    install_error_handlers(app, server_metrics.count_error)
+    reply = install_error_handlers(app, server_metrics.count_error)
 
     def check_accepting() -> None:
         if app.state.draining:
             raise APIError("The server is shutting down and accepts no new requests.",
                            status_code=503, type="server_error", code="shutting_down")
 
-    def check_model(req: SamplingRequest) -> None:
-        if req.model not in names:
-            raise APIError(f"The model `{req.model}` does not exist. This server serves "
-                           f"{', '.join(repr(n) for n in names)}.", status_code=404,
-                           param="model", code="model_not_found")
-        req.check_supported()
-
     def model_card(name: str) -> dict[str, Any]:
         return {"id": name, "object": "model", "created": created, "owned_by": "vibekit",
-                "max_model_len": engine.config.max_model_len}
+                "max_model_len": max_len}
+
+    async def generation(request: Request, prepare: Callable[[bytes], serving.Job]) -> Response:
+        # NOTE: every exception is answered here, so the connection stays usable (see errors).
+        try:
+            check_accepting()
+            body = await limits.read_json_body(request, limit.max_body_bytes)
+            job = await asyncio.get_running_loop().run_in_executor(pool, prepare, body)
+            return await _serve(request, engine, job)
+        except Exception as exc:
+            return reply(exc)
 
     @app.get("/health")
     async def health() -> Response:
@@ -93,59 +120,30 @@ def create_app(engine: AsyncEngine | Engine, served_model_names: str | Sequence[
         return PlainTextResponse(text, media_type=metrics.CONTENT_TYPE)
 
     @app.get("/v1/models")
-    async def list_models() -> dict[str, Any]:
-        return {"object": "list", "data": [model_card(n) for n in names]}
+    async def list_models() -> Response:
+        return JSONResponse({"object": "list", "data": [model_card(n) for n in names]})
 
     @app.get("/v1/models/{model_id:path}")
-    async def get_model(model_id: str) -> dict[str, Any]:
+    async def get_model(model_id: str) -> Response:
         if model_id not in names:
             raise APIError(f"The model `{model_id}` does not exist.", status_code=404,
                            param="model", code="model_not_found")
-        return model_card(model_id)
+        return JSONResponse(model_card(model_id))
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
-        check_accepting()
-        req = CompletionRequest.model_validate_json(await request.body())
-        check_model(req)
-        vocab = engine.model_config.vocab_size
-        ids = [prompts.encode(engine.tokenizer, p, vocab_size=vocab) for p in req.prompts]
-        job = _job("completion", req, ids, "max_tokens", req.max_tokens, engine)
-        return await _serve(request, engine, job, req.stream)
+        return await generation(request, preparer.completion)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        check_accepting()
-        req = ChatCompletionRequest.model_validate_json(await request.body())
-        check_model(req)
-        text = prompts.render_chat(engine.tokenizer,
-                                   [m.as_template_input() for m in req.messages])
-        ids = prompts.encode(engine.tokenizer, text, add_special_tokens=False)
-        param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
-        job = _job("chat", req, [ids], param, req.requested_max_tokens, engine)
-        return await _serve(request, engine, job, req.stream)
+        return await generation(request, preparer.chat)
 
     return app
 
 
-def _job(kind: str, req: SamplingRequest, prompt_ids: list[list[int]], param: str,
-         max_tokens: int | None, engine: AsyncEngine) -> serving.Job:
-    if len(prompt_ids) * req.n > MAX_CHOICES:
-        raise APIError(f"at most {MAX_CHOICES} choices (prompts x n) per request", param="n")
-    max_len = engine.config.max_model_len
-    params = []
-    for ids in prompt_ids:
-        budget = prompts.resolve_max_tokens(len(ids), max_tokens, max_len, param)
-        params += [serving.sampling_params(req, budget, i) for i in range(req.n)]
-    return serving.Job(kind=kind, model=req.model, prompts=prompt_ids, params=params, n=req.n,
-                       prediction=req.prediction.text if req.prediction else None,
-                       include_usage=req.include_usage, return_token_ids=req.return_token_ids)
-
-
-async def _serve(request: Request, engine: AsyncEngine, job: serving.Job,
-                 stream: bool) -> Response:
+async def _serve(request: Request, engine: AsyncEngine, job: serving.Job) -> Response:
     streams = await serving.start(engine, job)  # raises before any status is sent
-    if stream:
+    if job.stream:
         return _EventStream(streams, serving.stream_events(job, streams))
     try:
         body = await _unless_disconnected(request, serving.complete(job, streams))

@@ -32,7 +32,13 @@ def render(stats: dict[str, float], server: ServerMetrics, healthy: bool) -> str
 
     metric("requests_total", "counter", "Finished requests by finish reason.",
            [(f'{{finish_reason="{r}"}}', stats.get(f"num_finished_{r}", 0))
-            for r in ("stop", "length", "abort")])
+            for r in ("stop", "length", "abort", "deadline", "error")])
+    metric("engine_step_failures_total", "counter",
+           "engine.step() calls that raised (each is retried once, then its newest requests "
+           "fail).", one("num_step_failures"))
+    metric("requests_rejected_queue_full_total", "counter",
+           "Requests refused with 429 because the waiting queue was full.",
+           one("num_rejected_queue_full"))
     metric("prompt_tokens_total", "counter", "Prompt tokens of finished requests.",
            one("num_prompt_tokens"))
     metric("cached_prompt_tokens_total", "counter",

@@ -11,13 +11,17 @@ logger = logging.getLogger("vibekit.serve")
 def run_server(model: str, host: str = "127.0.0.1", port: int = 8000,
                served_model_name: str | None = None, dtype: str = "float32",
                device: str = "cpu", shutdown_timeout: float = 30.0, log_level: str = "info",
-               **engine_options: Any) -> None:
+               max_body_bytes: int = 8 * 1024 * 1024, request_timeout: float | None = None,
+               max_waiting: int | None = None, chat_template: str | None = None,
+               num_prepare_threads: int = 2, **engine_options: Any) -> None:
     """Serve `model` (an HF folder, "dummy:<preset>" or "zoo:<name>") until SIGINT/SIGTERM.
 
     engine_options go to Engine.from_pretrained (max_model_len, page_size, num_pages,
     max_num_seqs, max_num_batched_tokens, enable_prefix_caching, ...). On a signal, uvicorn
     stops accepting connections and waits up to `shutdown_timeout` seconds for open requests,
-    then the engine aborts whatever is left and stops.
+    then the engine aborts whatever is left and stops. chat_template: a Jinja file for a
+    tokenizer that has none. The other options are create_app's. uvicorn uses uvloop and
+    httptools when they are installed (the serve extra).
 
     Example: `run_server("dummy:tiny-llama", port=8000, max_model_len=1024)`
     """
@@ -27,8 +31,15 @@ def run_server(model: str, host: str = "127.0.0.1", port: int = 8000,
     from vibekit.serve.app import create_app
 
     engine = Engine.from_pretrained(model, dtype=dtype, device=device, **engine_options)
+    if chat_template is not None:
+        if engine.tokenizer is None:
+            raise ValueError(f"{model} has no tokenizer to give a chat template to")
+        with open(chat_template) as f:
+            engine.tokenizer.chat_template = f.read()
     name = served_model_name or model
-    app = create_app(AsyncEngine(engine, start=False), name, shutdown_timeout=shutdown_timeout)
+    app = create_app(AsyncEngine(engine, start=False, max_waiting=max_waiting), name,
+                     shutdown_timeout=shutdown_timeout, max_body_bytes=max_body_bytes,
+                     request_timeout=request_timeout, num_prepare_threads=num_prepare_threads)
     logger.info("serving %s as %r on http://%s:%d (max_model_len %d, %d KV pages)", model,
                 name, host, port, engine.config.max_model_len, engine.num_pages)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level,

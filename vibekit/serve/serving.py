@@ -17,7 +17,7 @@ from typing import Any
 from vibekit import AsyncEngine, RequestOutput, RequestStream, SamplingParams
 from vibekit.serve import responses
 from vibekit.serve.errors import from_engine_error
-from vibekit.serve.protocol import SamplingRequest
+from vibekit.serve.protocol import ChatCompletionRequest, SamplingRequest
 
 
 @dataclass
@@ -27,9 +27,12 @@ class Job:
     prompts: list[list[int]]
     params: list[SamplingParams]  # one per prompt * n, in choice order
     n: int
-    prediction: str | None = None
+    stream: bool = False
+    prediction: list[int] | None = None  # token ids of the predicted output
     include_usage: bool = False
     return_token_ids: bool = False
+    timeout: float | None = None  # seconds; past it every choice fails (504)
+    tool_request: ChatCompletionRequest | None = None  # a chat request with tools
     response_id: str = ""
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -39,7 +42,8 @@ class Job:
             self.response_id = f"{prefix}-{uuid.uuid4().hex}"
 
 
-def sampling_params(req: SamplingRequest, max_tokens: int, choice: int) -> SamplingParams:
+def sampling_params(req: SamplingRequest, max_tokens: int, choice: int,
+                    response_format: dict[str, Any] | None) -> SamplingParams:
     """SamplingParams of one choice; choice i of a seeded request uses seed + i so the n
     samples differ but reproduce. Raises InvalidRequestError for values the engine refuses."""
     return SamplingParams(
@@ -51,7 +55,7 @@ def sampling_params(req: SamplingRequest, max_tokens: int, choice: int) -> Sampl
         stop=req.stop,
         stop_token_ids=req.stop_token_ids,
         ignore_eos=req.ignore_eos,
-        response_format=req.structured_format,
+        response_format=response_format,
         repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
         frequency_penalty=req.frequency_penalty or 0.0,
         presence_penalty=req.presence_penalty or 0.0,
@@ -62,7 +66,7 @@ def sampling_params(req: SamplingRequest, max_tokens: int, choice: int) -> Sampl
 async def start(engine: AsyncEngine, job: Job) -> list[RequestStream]:
     """Add every engine request of the job; if any is rejected, abort the others and raise."""
     adds = [engine.add_request(job.prompts[i // job.n], params, f"{job.response_id}-{i}",
-                               job.prediction, coalesce=True)
+                               job.prediction, coalesce=True, timeout=job.timeout)
             for i, params in enumerate(job.params)]
     results = await asyncio.gather(*adds, return_exceptions=True)
     streams = [r for r in results if isinstance(r, RequestStream)]
@@ -81,8 +85,12 @@ async def complete(job: Job, streams: list[RequestStream]) -> dict[str, Any]:
     finally:
         for stream in streams:
             stream.cancel()
-    make = responses.chat_choice if job.kind == "chat" else responses.completion_choice
-    choices = [make(i, out, job.return_token_ids) for i, out in enumerate(finals)]
+    if job.kind == "chat":
+        choices = [responses.chat_choice(i, out, job.return_token_ids, job.tool_request)
+                   for i, out in enumerate(finals)]
+    else:
+        choices = [responses.completion_choice(i, out, job.return_token_ids)
+                   for i, out in enumerate(finals)]
     return responses.body(job.kind, job.response_id, job.created, job.model, choices,
                           responses.usage(finals, job.n))
 
@@ -97,6 +105,8 @@ async def stream_events(job: Job, streams: list[RequestStream]) -> AsyncIterator
                                             choices, usage_, chunk=True))
 
     finals: list[RequestOutput | None] = [None] * len(streams)
+    calls = ([responses.CallStream(job.tool_request) for _ in streams]
+             if job.tool_request is not None else None)
     try:
         if chat:
             yield event([responses.chat_delta(i, None, False) for i in range(len(streams))])
@@ -104,7 +114,12 @@ async def stream_events(job: Job, streams: list[RequestStream]) -> AsyncIterator
             async for i, out in _merge(streams):
                 if out.finished:
                     finals[i] = out
-                elif not out.delta_text and not job.return_token_ids:
+                if calls is not None:
+                    choice = calls[i].delta(i, out, job.return_token_ids)
+                    if choice is not None:
+                        yield event([choice])
+                    continue
+                if not out.finished and not out.delta_text and not job.return_token_ids:
                     continue  # text held back (partial character or possible stop string)
                 yield event([make(i, out, job.return_token_ids)])
         except Exception as exc:  # the engine died mid-stream: tell the client in-band

@@ -148,6 +148,16 @@ class HybridCache:
         self.kv.rollback(req, num_new, num_new)
         return num_new
 
+    def abort_step(self, req: Request, num_new: int) -> bool:
+        """A failed forward may have advanced the state in some layers: exact only when the step
+        verified a block (its snapshot is restored); otherwise the request is recomputed."""
+        self.kv.abort_step(req, num_new)
+        snapshot = self._verify.pop(req.request_id, None)
+        if snapshot is None:
+            return False
+        self.pool.restore(self._slots[req.request_id], snapshot)
+        return True
+
     def commit(self, req: Request) -> None:
         """Register full KV pages; snapshot the state if the request stands at a planned point."""
         self.kv.commit(req)

@@ -1,0 +1,38 @@
+"""`vibekit --version` and `vibekit serve --help` (defaults shown, the server's flags there)."""
+
+from __future__ import annotations
+
+import pytest
+
+import vibekit
+from vibekit.cli import main
+
+
+def test_version_prints_the_package_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"vibekit {vibekit.__version__}"
+
+
+def test_serve_help_shows_defaults_and_the_server_flags(capsys):
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for flag in ("--num-threads", "--num-draft-tokens", "--max-body-bytes", "--request-timeout",
+                 "--max-waiting", "--chat-template"):
+        assert flag in out
+    assert "(default: 8000)" in out and "(default: 8388608)" in out
+
+
+def test_no_install_hint_names_the_other_projects_distribution():
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    files = [p for p in root.rglob("*") if p.suffix in {".py", ".md", ".toml", ".txt"}
+             and ".git" not in p.parts and "out" not in p.parts]
+    bad = re.compile(r"pip install\s+[\"']?vibekit(\[|[\"'\s]|$)")
+    hits = [f"{p}: {line.strip()}" for p in files
+            for line in p.read_text(errors="ignore").splitlines() if bad.search(line)]
+    assert not hits, hits
