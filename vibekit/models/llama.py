@@ -137,6 +137,17 @@ class LlamaForCausalLM(nn.Module):
             min(config.max_position_embeddings, _MAX_INITIAL_ROPE_POSITIONS),
         )
 
+    def packable_linears(self) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+        """Module name -> (weight, bias) of every projection `pack_linears` may replace; a tied
+        head is listed as "lm_head" with the embedding's weight (packed as its own copy)."""
+        out: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                out[name] = (module.weight, module.bias)
+        if self.lm_head is None:
+            out["lm_head"] = (self.model.embed_tokens.weight, None)
+        return out
+
     def kv_cache_spec(self) -> KVCacheSpec:
         return KVCacheSpec(self.config.num_layers, self.config.num_kv_heads, self.config.head_dim)
 
