@@ -272,8 +272,16 @@ class EngineConfig:
     # CPU: torch intra-op threads (process-wide; None leaves torch's setting). On a shared or
     # small machine, fewer threads than cores avoids OpenMP oversubscription stalls.
     num_threads: int | None = None
+    # Linear layers: "auto" (the AVX512 prepacked kernel on CPU where it builds, else torch),
+    # "cpu" (that kernel, or an error), "torch" (nn.Linear); quantization None or "int8"
+    # (weight-only, per-output-channel scales). See vibekit/models/linear.py.
+    linear_backend: str = "auto"
+    quantization: str | None = None
 
     def __post_init__(self) -> None:
+        from vibekit.models.linear import check_linear_options
+
+        check_linear_options(self.linear_backend, self.quantization)
         if self.max_model_len <= 0:
             raise ValueError(f"max_model_len must be positive, got {self.max_model_len}")
         if self.num_threads is not None and self.num_threads < 1:
