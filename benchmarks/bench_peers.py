@@ -67,15 +67,20 @@ class Worker:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
 
-    def start(self) -> bool:
+    log: Path | None = None
+
+    def start(self, work: Path) -> bool:
         env = {**os.environ, **self.env}
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=env)
+        # NOTE: stderr goes to a file: an undrained pipe fills up and stalls a chatty engine.
+        self.log = work / f"worker-{self.label.replace(' ', '_').replace('/', '_')}.log"
+        with open(self.log, "w") as err:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=err, text=True, env=env)
         line = self.proc.stdout.readline()
         if not line.startswith('{"ready"'):
-            err = self.proc.stderr.read()[-800:] if self.proc.poll() is not None else ""
-            print(f"  skip {self.label}: worker did not start ({err.strip() or line.strip()})")
             self.stop()
+            tail = self.log.read_text()[-600:].strip()
+            print(f"  skip {self.label}: worker did not start (log {self.log}): {tail}")
             return False
         return True
 
@@ -84,7 +89,7 @@ class Worker:
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"{self.label} died: {self.proc.stderr.read()[-800:]}")
+            raise RuntimeError(f"{self.label} died: {self.log.read_text()[-800:]}")
         return json.loads(line)
 
     def stop(self) -> None:
@@ -229,7 +234,8 @@ def main() -> None:
     for threads in [int(t) for t in args.threads.split(",")]:
         for dtype in args.dtypes.split(","):
             torch.set_num_threads(threads)
-            workers = [w for w in make_workers(args, model, dtype, threads, work) if w.start()]
+            workers = [w for w in make_workers(args, model, dtype, threads, work)
+                       if w.start(work)]
             bandwidth = measure_read_bandwidth()
             try:
                 for batch in [int(b) for b in args.batches.split(",")]:
@@ -252,7 +258,8 @@ def main() -> None:
                                              if batch == 1 else None),
                                    vs_hf=base[w.label] / hf if hf else None)
                         results.append(row)
-                        roof = f"{row['roofline']:6.0%}" if row["roofline"] is not None else "     -"
+                        roof = ("     -" if row["roofline"] is None
+                                else f"{row['roofline']:6.0%}")
                         rel = f"{row['vs_hf']:5.2f}x" if row["vs_hf"] else "    -"
                         print(f"threads={threads} {dtype:8} batch={batch:2} {w.label:24} "
                               f"{row['tok_s']:8.1f} tok/s ({min(v):.1f}..{max(v):.1f})  "

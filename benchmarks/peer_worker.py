@@ -137,10 +137,14 @@ ENGINES = {"vibekit": vibekit_engine, "hf": hf_engine, "llamacpp": llamacpp_engi
 
 
 def main() -> None:
+    # The protocol owns the real stdout; anything else written to fd 1 (vLLM logs to stdout,
+    # native libraries print) goes to stderr.
+    proto = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
     name, model, dtype, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     options = json.loads(sys.argv[5]) if len(sys.argv) > 5 else {}
     run = ENGINES[name](model, dtype, threads, options)
-    print(json.dumps({"ready": True}), flush=True)
+    print(json.dumps({"ready": True}), file=proto, flush=True)
     for line in sys.stdin:
         job = json.loads(line)
         t0 = time.perf_counter()
@@ -148,7 +152,7 @@ def main() -> None:
         seconds = time.perf_counter() - t0
         assert [len(o) for o in outs] == job["out_lens"], ([len(o) for o in outs], job["out_lens"])
         print(json.dumps({"seconds": seconds, "tokens": sum(len(o) for o in outs),
-                          "first": outs[0][:16]}), flush=True)
+                          "first": outs[0][:16]}), file=proto, flush=True)
 
 
 if __name__ == "__main__":

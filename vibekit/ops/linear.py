@@ -34,7 +34,10 @@ _GROUP = 64
 _KIND = {torch.float32: 0, torch.bfloat16: 1, torch.int8: 2}
 # The instructions the kernel is compiled for (gcc -m flags / /proc/cpuinfo flag names).
 _REQUIRED_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "fma")
-_CFLAGS = ["-O3", "-ffp-contract=off", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mfma", "-fopenmp"]
+# NOTE: -ffp-contract=off: only the kernel's explicit FMAs fuse, so every row-tile height rounds
+# the same way (an implicit mul+add contraction broke bit-identity across M).
+_CFLAGS = ["-O3", "-ffp-contract=off", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16",
+           "-mfma", "-fopenmp"]
 
 
 def linear_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
