@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -74,8 +75,9 @@ class Worker:
         # NOTE: stderr goes to a file: an undrained pipe fills up and stalls a chatty engine.
         self.log = work / f"worker-{self.label.replace(' ', '_').replace('/', '_')}.log"
         with open(self.log, "w") as err:
+            # Own session: stop() ends the engine's helper processes too (vLLM's engine core).
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=err, text=True, env=env)
+                                         stderr=err, text=True, env=env, start_new_session=True)
         line = self.proc.stdout.readline()
         if not line.startswith('{"ready"'):
             self.stop()
@@ -93,12 +95,18 @@ class Worker:
         return json.loads(line)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
             self.proc.stdin.close()
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        try:  # NOTE: orphaned children of the worker's session (it led the session)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.proc = None
 
 

@@ -65,7 +65,8 @@ def timers(acc: dict[str, float]):
             setattr(owner, name, fn)
 
 
-def profile(model: str, dtype: str, backend: str, threads: int, steps: int) -> dict:
+def profile(model: str, dtype: str, backend: str, threads: int, steps: int,
+            batch: int = 1) -> dict:
     engine = Engine.from_pretrained(model, dtype=dtype, num_threads=threads, max_model_len=1024,
                                     linear_backend=backend)
     prompt = list(range(1, 33))
@@ -85,8 +86,11 @@ def profile(model: str, dtype: str, backend: str, threads: int, steps: int) -> d
     engine.runner.model.forward = timed_forward
     try:
         with timers(acc):
-            engine.add_request(prompt, params)
-            engine.step()  # prefill
+            for i in range(batch):  # mixed prompt lengths, all decoding together
+                engine.add_request(list(range(1, 17 + 8 * i)), params)
+            while any(r.num_computed_tokens < len(r.prompt_token_ids)
+                      for r in engine.requests.values()):
+                engine.step()  # prefill (chunks)
             while engine.has_unfinished_requests():
                 acc.clear()
                 t0 = time.perf_counter()
@@ -111,18 +115,19 @@ def main() -> None:
     ap.add_argument("--backends", default="auto,torch")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=1, help="requests decoding together")
     ap.add_argument("--json")
     args = ap.parse_args()
     if args.quick:
         args.model, args.steps = "dummy:tiny-llama", 8
     print(f"model={args.model} dtype={args.dtype} threads={args.threads}; median ms per decode "
-          f"step over {args.steps} steps, batch 1 (shared machine)")
+          f"step over {args.steps} steps, batch {args.batch} (shared machine)")
     keys = ["step", "linear", "attention", "norm", "rope+act", "other model ops",
             "outside forward"]
     print(f"{'linear backend':16}" + "".join(f"{k:>17}" for k in keys))
     out = {}
     for backend in args.backends.split(","):
-        med = profile(args.model, args.dtype, backend, args.threads, args.steps)
+        med = profile(args.model, args.dtype, backend, args.threads, args.steps, args.batch)
         out[backend] = med
         cells = [f"{med['step']:.2f}"] + [f"{med[k]:.2f} ({med[k] / med['step']:.0%})"
                                           for k in keys[1:]]
