@@ -17,7 +17,6 @@
 #include <immintrin.h>
 #include <cstdint>
 #include <cstring>
-#include <vector>
 
 namespace {
 
@@ -163,34 +162,21 @@ void run(int kind, const XT* x, int64_t M, int64_t K, int64_t N, const uint8_t* 
          int64_t group_bytes, const float* scale, const float* bias, XT* y) {
   const int64_t groups = (N + kGroup - 1) / kGroup;
   // Small grain: a decode matrix has only 9..768 groups and two threads must both get work.
-  // int8 with more rows than one tile: dequantize a group once into float32 (exactly the
-  // values the int8 tile converts in registers) and run the float32 tiles on it, instead of
-  // converting again for every row tile.
-  const bool dequant_once = kind == kI8 && M > kMaxRows;
   at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
-    std::vector<float> deq(dequant_once ? K * kGroup : 0);
     for (int64_t g = g0; g < g1; ++g) {
       const void* wg = w + g * group_bytes;
       const int64_t n0 = g * kGroup;
-      if (dequant_once) {
-        const int8_t* q = static_cast<const int8_t*>(wg);
-        for (int64_t i = 0; i < K * kGroup; i += 16)
-          _mm512_storeu_ps(deq.data() + i, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
-                                               _mm_loadu_si128((const __m128i*)(q + i)))));
-        wg = deq.data();
-      }
-      const int tile_kind = dequant_once ? kF32 : kind;
       int64_t m = 0;
       for (; m + kMaxRows <= M; m += kMaxRows)
-        run_tile<XT, kMaxRows>(tile_kind, x + m * K, K, K, N, wg, scale, bias, y + m * N, N, n0);
+        run_tile<XT, kMaxRows>(kind, x + m * K, K, K, N, wg, scale, bias, y + m * N, N, n0);
       const XT* xm = x + m * K;
       XT* ym = y + m * N;
       switch (M - m) {
-        case 1: run_tile<XT, 1>(tile_kind, xm, K, K, N, wg, scale, bias, ym, N, n0); break;
-        case 2: run_tile<XT, 2>(tile_kind, xm, K, K, N, wg, scale, bias, ym, N, n0); break;
-        case 3: run_tile<XT, 3>(tile_kind, xm, K, K, N, wg, scale, bias, ym, N, n0); break;
-        case 4: run_tile<XT, 4>(tile_kind, xm, K, K, N, wg, scale, bias, ym, N, n0); break;
-        case 5: run_tile<XT, 5>(tile_kind, xm, K, K, N, wg, scale, bias, ym, N, n0); break;
+        case 1: run_tile<XT, 1>(kind, xm, K, K, N, wg, scale, bias, ym, N, n0); break;
+        case 2: run_tile<XT, 2>(kind, xm, K, K, N, wg, scale, bias, ym, N, n0); break;
+        case 3: run_tile<XT, 3>(kind, xm, K, K, N, wg, scale, bias, ym, N, n0); break;
+        case 4: run_tile<XT, 4>(kind, xm, K, K, N, wg, scale, bias, ym, N, n0); break;
+        case 5: run_tile<XT, 5>(kind, xm, K, K, N, wg, scale, bias, ym, N, n0); break;
         default: break;
       }
     }
