@@ -169,16 +169,40 @@ class _Kernel:
             self.reason = "VIBEKIT_DISABLE_CPU_KERNELS is set"
         else:
             try:
-                from torch.utils.cpp_extension import load
-
-                src = Path(__file__).parent / "csrc" / "linear_cpu.cpp"
-                return load(name="vibekit_linear_cpu", sources=[str(src)], extra_cflags=_CFLAGS,
-                            extra_ldflags=["-fopenmp"], verbose=False)
+                return _build_or_import()
             except Exception as exc:  # compiler, ninja or headers missing
                 self.reason = f"build failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
         logger.warning("vibekit: AVX512 linear kernel unavailable (%s); using torch's linear",
                        self.reason)
         return None
+
+
+def _build_or_import():
+    """Import the cached build of this exact source, flags and torch, or build it.
+
+    NOTE: a cached build is imported without spawning anything (torch's `load` always runs
+    the compiler and ninja to check freshness, which sandboxed candidates must not do)."""
+    import hashlib
+    import importlib.util
+    import sys
+
+    src = Path(__file__).parent / "csrc" / "linear_cpu.cpp"
+    key = hashlib.sha256(src.read_bytes() + repr((_CFLAGS, torch.__version__,
+                                                  sys.version)).encode()).hexdigest()[:16]
+    name = f"vibekit_linear_cpu_{key}"
+    root = os.environ.get("VIBEKIT_KERNEL_CACHE") or Path.home() / ".cache" / "vibekit" / "kernels"
+    build_dir = Path(root) / name
+    lib = build_dir / f"{name}.so"
+    if not lib.is_file():
+        from torch.utils.cpp_extension import load
+
+        build_dir.mkdir(parents=True, exist_ok=True)
+        return load(name=name, sources=[str(src)], extra_cflags=_CFLAGS,
+                    extra_ldflags=["-fopenmp"], build_directory=str(build_dir), verbose=False)
+    spec = importlib.util.spec_from_file_location(name, lib)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _cpu_flags() -> set[str]:
