@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+LINEAR_BACKENDS = ("auto", "cpu", "torch")  # see vibekit/models/linear.py
+
 _DTYPES = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -245,8 +247,19 @@ class EngineConfig:
     # CPU: torch intra-op threads (process-wide; None leaves torch's setting). On a shared or
     # small machine, fewer threads than cores avoids OpenMP oversubscription stalls.
     num_threads: int | None = None
+    # Linear layers: "auto" (the AVX512 prepacked kernel on CPU where it builds, else torch),
+    # "cpu" (that kernel, or an error), "torch" (nn.Linear); quantization None or "int8"
+    # (weight-only, per-output-channel scales). See vibekit/models/linear.py.
+    linear_backend: str = "auto"
+    quantization: str | None = None
 
     def __post_init__(self) -> None:
+        if self.linear_backend not in LINEAR_BACKENDS:
+            raise ValueError(f"linear_backend={self.linear_backend!r} is not supported; use one "
+                             f"of {list(LINEAR_BACKENDS)}")
+        if self.quantization not in (None, "int8"):
+            raise ValueError(f"quantization={self.quantization!r} is not supported; use None "
+                             "or 'int8'")
         if self.max_model_len <= 0:
             raise ValueError(f"max_model_len must be positive, got {self.max_model_len}")
         if self.num_threads is not None and self.num_threads < 1:

@@ -106,6 +106,17 @@ class LlamaForCausalLM(nn.Module):
         c = self.config
         return CacheSpec(KVCacheSpec(c.num_layers, c.num_kv_heads, c.head_dim))
 
+    def packable_linears(self) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+        """Module name -> (weight, bias) of every projection `pack_linears` may replace; a tied
+        head is listed as "lm_head" with the embedding's weight (packed as its own copy)."""
+        out: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                out[name] = (module.weight, module.bias)
+        if self.lm_head is None:
+            out["lm_head"] = (self.model.embed_tokens.weight, None)
+        return out
+
     def forward(self, input_ids: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
         """input_ids [T] -> float32 logits [S, V] at `batch.sample_indices`."""
         if len(batch.kv_caches) != self.config.num_layers:

@@ -33,17 +33,23 @@ _FALLBACK_ORDER = ("torch", "ref")
 _PACKAGES = {"triton": "triton", "xgrammar": "xgrammar", "mlx": "mlx"}
 
 _OPS: dict[str, dict[str, Callable[..., Any] | str]] = {}
+# (op, backend) -> a check that the backend can run here (e.g. a kernel that builds on this CPU).
+_CHECKS: dict[tuple[str, str], Callable[[], bool]] = {}
 _ORDERS: dict[str, dict[str, tuple[str, ...]]] = {}
 # (op, backend, device type) -> implementation: the hot path is one dict lookup per op call.
 _RESOLVED: dict[tuple[str, str, str], Callable[..., Any]] = {}
 
 
-def register(op: str, backend: str, impl: Callable[..., Any] | str) -> None:
-    """Add `backend` to `op`; `impl` is a function or a lazy "module:function" path."""
+def register(op: str, backend: str, impl: Callable[..., Any] | str,
+             available: Callable[[], bool] | None = None) -> None:
+    """Add `backend` to `op`; `impl` is a function or a lazy "module:function" path.
+    `available`: a check that the backend can run here, beyond its package importing."""
     impls = _OPS.setdefault(op, {})
     if backend in impls:
         raise ValueError(f"op {op!r} already has a {backend!r} backend")
     impls[backend] = impl
+    if available is not None:
+        _CHECKS[(op, backend)] = available
     _RESOLVED.clear()
 
 
@@ -77,9 +83,14 @@ def auto_backend(op: str, device: torch.device | str) -> str:
                                                                           _FALLBACK_ORDER)
     impls = _OPS[op]
     for backend in order:
-        if backend in impls and available(backend):
+        if backend in impls and _runs(op, backend):
             return backend
     return "ref"
+
+
+def _runs(op: str, backend: str) -> bool:
+    check = _CHECKS.get((op, backend))
+    return available(backend) and (check is None or check())
 
 
 def resolve(op: str, backend: str, device: torch.device | str) -> Callable[..., Any]:
@@ -103,6 +114,9 @@ def _resolve(op: str, backend: str, device: str) -> Callable[..., Any]:
     if not available(backend):
         raise ValueError(f"the {backend!r} backend of {op} needs the {_PACKAGES[backend]} "
                          "package, which is not installed")
+    if not _runs(op, backend):
+        raise ValueError(f"the {backend!r} backend of {op} cannot run on this machine "
+                         "(see the log for why); ask for 'auto' to fall back")
     if isinstance(impl, str):
         impl = _load(impl)
         _OPS[op][backend] = impl

@@ -69,6 +69,10 @@ class Engine:
             torch.set_num_threads(config.num_threads)
         self.model_config = config.model
         self.tokenizer = tokenizer
+        from vibekit.models.linear import pack_linears
+
+        # Prepack the projections for the CPU kernel (or keep nn.Linear); once per model.
+        self.linear_backend = pack_linears(model, config.linear_backend, config.quantization)
         self.model = model
         sched = config.scheduler
         if not sched.enable_chunked_prefill and sched.max_num_batched_tokens < config.max_model_len:
@@ -108,7 +112,8 @@ class Engine:
         max_model_len, page_size, num_pages, memory_budget_bytes (KV cache),
         enable_prefix_caching, max_num_batched_tokens, max_num_seqs, enable_chunked_prefill,
         attention_backend ("auto", "torch", "triton", "ref"), use_cuda_graphs,
-        cuda_graph_batch_sizes, seed, num_threads (CPU, process-wide); predicted outputs:
+        cuda_graph_batch_sizes, seed, num_threads (CPU, process-wide), linear_backend
+        ("auto", "cpu", "torch"), quantization (None, "int8"); predicted outputs:
         num_draft_tokens, adaptive_draft, max_draft_tokens, enable_predictions; hybrid models:
         snapshot_policy, snapshot_every_pages, snapshot_memory_bytes.
         """

@@ -1,0 +1,23 @@
+"""CI runs the CPU-decode benchmarks in quick mode so none can rot (no speed assertions; the
+peers, llama.cpp and vLLM, are never started here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+
+
+@pytest.mark.parametrize("script", ["bench_peers.py", "bench_linear.py", "profile_decode.py"])
+def test_cpu_decode_benchmark_runs_in_quick_mode(script, tmp_path):
+    out = tmp_path / "result.json"
+    extra = ["--work-dir", str(tmp_path)] if script == "bench_peers.py" else []
+    proc = subprocess.run([sys.executable, str(HERE / script), "--quick", "--json", str(out),
+                           *extra], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert json.loads(out.read_text())
