@@ -114,3 +114,38 @@ def test_miss_diagnostics_say_why(hybrid_ckpt):
     # 16 shared tokens are in the KV cache, but the first prompt only snapshotted at 24
     assert "no state snapshot" in req.prefix_cache_reason
     assert engine.cache.diagnostics()["miss"] == 2
+
+
+@pytest.mark.parametrize("with_predictions", [False, True])
+def test_a_failed_forward_is_retried_exactly(hybrid_ckpt, plain, with_predictions):
+    """Every third forward raises after the first layers ran (recurrent states half-advanced):
+    the step's reservations are given back, verify blocks restore their snapshot and other
+    requests are recomputed, so retrying until done gives the plain outputs and frees all."""
+    _, path, _ = hybrid_ckpt
+    prompts, expected = plain
+    engine = Engine.from_pretrained(path, page_size=4, max_model_len=128, num_draft_tokens=4)
+    layers = engine.model.model.layers
+    real = layers[1].forward
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) % 3 == 0:
+            raise RuntimeError("simulated kernel fault")
+        return real(*args, **kwargs)
+
+    layers[1].forward = flaky
+    predictions = [e[:3] + [(t + 1) % 300 for t in e[3:5]] + e[5:] for e in expected] \
+        if with_predictions else [None] * len(prompts)
+    rids = [engine.add_request(p, GREEDY, prediction=q) for p, q in zip(prompts, predictions)]
+    final, failures = {}, 0
+    while len(final) < len(rids):
+        try:
+            outs = engine.step()
+        except RuntimeError:
+            failures += 1
+            continue
+        final.update({o.request_id: o for o in outs if o.finished})
+    assert failures > 0
+    assert [final[r].token_ids for r in rids] == expected
+    assert engine.cache.manager.pool.num_used_pages == 0
