@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-import vibekit.models.llama as llama_mod
+import vibekit.models.layers as layers_mod
 from vibekit import Engine, SamplingParams
 from vibekit.models.layers import RMSNorm
 from vibekit.models.linear import PackedLinearLayer
@@ -33,11 +33,11 @@ from vibekit.models.linear import PackedLinearLayer
 _TIMED = [
     (PackedLinearLayer, "forward", "linear"),
     (torch.nn.Linear, "forward", "linear"),
-    (llama_mod, "paged_attention", "attention"),
-    (llama_mod, "kv_append", "attention"),
+    (layers_mod, "paged_attention", "attention"),
+    (layers_mod, "kv_append", "attention"),
     (RMSNorm, "forward", "norm"),
-    (llama_mod, "apply_rope", "rope+act"),
-    (llama_mod, "silu_and_mul", "rope+act"),
+    (layers_mod, "apply_rope", "rope+act"),
+    (layers_mod, "silu_and_mul", "rope+act"),
 ]
 
 
