@@ -14,7 +14,7 @@ from vibekit.core.forward_batch import ForwardBatch
 from vibekit.kvcache.spec import KVCacheSpec
 from vibekit.models.base import CacheSpec
 from vibekit.models.hybrid_config import HybridConfig
-from vibekit.models.layers import RopeTable, load_hf_weights
+from vibekit.models.layers import RopeTable, load_hf_weights, packable_linears
 
 _MAX_INITIAL_ROPE_POSITIONS = 32768
 
@@ -70,6 +70,10 @@ class HybridForCausalLM(nn.Module):
         if self.lm_head is None:
             return F.linear(x, self.model.embed_tokens.weight).float()
         return self.lm_head(x).float()
+
+    def packable_linears(self) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+        """The projections `pack_linears` may replace (see layers.packable_linears)."""
+        return packable_linears(self)
 
     def _rename(self, name: str) -> str:
         """HF checkpoint name -> parameter name (identity; subclasses map prefixes)."""

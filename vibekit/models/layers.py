@@ -167,6 +167,20 @@ class GatedMLP(nn.Module):
         return self.down_proj(silu_and_mul(self.gate_up_proj(x)))  # [T, 2I] -> [T, I] -> [T, h]
 
 
+def packable_linears(model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+    """Module name -> (weight, bias) of every nn.Linear of `model` that vibekit.models.linear's
+    `pack_linears` may replace; a tied head (no `lm_head` module) is listed as "lm_head" with the
+    embedding's weight (packed as its own copy). Every family's linears are only ever called,
+    never read as weights, so all of them qualify."""
+    out: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            out[name] = (module.weight, module.bias)
+    if getattr(model, "lm_head", None) is None:
+        out["lm_head"] = (model.model.embed_tokens.weight, None)
+    return out
+
+
 def fused_target(name: str) -> tuple[str, int]:
     """HF name -> (parameter name, shard index or -1 for an unfused parameter)."""
     module, _, leaf = name.rpartition(".")

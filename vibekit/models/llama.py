@@ -16,7 +16,14 @@ from vibekit.config import ModelConfig, hf_common_fields
 from vibekit.core.forward_batch import ForwardBatch
 from vibekit.kvcache.spec import KVCacheSpec
 from vibekit.models.base import CacheSpec
-from vibekit.models.layers import Attention, GatedMLP, RMSNorm, RopeTable, load_hf_weights
+from vibekit.models.layers import (
+    Attention,
+    GatedMLP,
+    RMSNorm,
+    RopeTable,
+    load_hf_weights,
+    packable_linears,
+)
 
 # The registry's view of this file: model_type -> HF architecture name.
 MODEL_TYPES = {
@@ -107,15 +114,8 @@ class LlamaForCausalLM(nn.Module):
         return CacheSpec(KVCacheSpec(c.num_layers, c.num_kv_heads, c.head_dim))
 
     def packable_linears(self) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
-        """Module name -> (weight, bias) of every projection `pack_linears` may replace; a tied
-        head is listed as "lm_head" with the embedding's weight (packed as its own copy)."""
-        out: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
-        for name, module in self.named_modules():
-            if isinstance(module, nn.Linear):
-                out[name] = (module.weight, module.bias)
-        if self.lm_head is None:
-            out["lm_head"] = (self.model.embed_tokens.weight, None)
-        return out
+        """The projections `pack_linears` may replace (see layers.packable_linears)."""
+        return packable_linears(self)
 
     def forward(self, input_ids: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
         """input_ids [T] -> float32 logits [S, V] at `batch.sample_indices`."""
