@@ -245,8 +245,14 @@ class EngineConfig:
     # CPU: torch intra-op threads (process-wide; None leaves torch's setting). On a shared or
     # small machine, fewer threads than cores avoids OpenMP oversubscription stalls.
     num_threads: int | None = None
+    # Tensor parallelism (vibekit.distributed.tp): shard the model over this many ranks.
+    tensor_parallel_size: int = 1
 
     def __post_init__(self) -> None:
+        if (not isinstance(self.tensor_parallel_size, int)
+                or isinstance(self.tensor_parallel_size, bool) or self.tensor_parallel_size < 1):
+            raise ValueError(f"tensor_parallel_size must be an integer >= 1, got "
+                             f"{self.tensor_parallel_size!r}")
         if self.max_model_len <= 0:
             raise ValueError(f"max_model_len must be positive, got {self.max_model_len}")
         if self.num_threads is not None and self.num_threads < 1:
