@@ -51,7 +51,9 @@ def engines():
     tp1 = Engine.from_pretrained("dummy:tiny-llama", **OPTS)
     tp2 = Engine.from_pretrained("dummy:tiny-llama", tensor_parallel_size=2, **OPTS)
     yield tp1, tp2
+    procs = list(tp2.model._workers.procs)
     tp2.close()
+    assert procs and not any(p.is_alive() for p in procs)
 
 
 def test_tp2_greedy_tokens_and_logits_match_tp1(engines):

@@ -4,6 +4,8 @@ vocabulary, and a worker that cannot start."""
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 import torch
 
@@ -26,6 +28,7 @@ def test_tp2_qwen3_checkpoint_with_replicated_kv_heads_and_padded_vocab(tmp_path
     path = save_dummy_checkpoint(config, tmp_path / "qwen3")
     tp1 = Engine.from_pretrained(path, **OPTS)
     tp2 = Engine.from_pretrained(path, tensor_parallel_size=2, **OPTS)
+    procs = list(tp2.model._workers.procs)
     try:
         assert tp2.cache.spec.num_kv_heads == 1
         (o1, o2), (c1, c2) = run_pair(tp1, tp2, PROMPTS[:3], GREEDY)
@@ -33,10 +36,16 @@ def test_tp2_qwen3_checkpoint_with_replicated_kv_heads_and_padded_vocab(tmp_path
         for a, b in zip(c1.steps, c2.steps):
             assert b.shape[-1] == 509
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
-    finally:
+    except BaseException:
         tp2.close()
-    assert not tp2.model._workers.procs  # closed: no worker left
-
+        raise
+    # No close(): dropping the engine stops its workers and frees the process group.
+    del tp2
+    gc.collect()
+    for p in procs:
+        p.join(15)
+        assert not p.is_alive()
+    assert not torch.distributed.is_initialized()
 
 
 def test_a_worker_that_cannot_start_raises_with_its_error():
