@@ -55,3 +55,17 @@ def test_a_worker_that_cannot_start_raises_with_its_error():
                       device="cpu", seed=0, num_threads=1, timeout_s=60)
     # The failed start left no process group behind: a new TP engine can start.
     assert not torch.distributed.is_initialized()
+
+
+def test_a_worker_that_dies_makes_the_next_step_raise_not_hang():
+    engine = Engine.from_pretrained("dummy:tiny-llama", tensor_parallel_size=2, num_threads=1)
+    try:
+        assert len(engine.generate(["hi"], GREEDY)[0].token_ids) == GREEDY.max_tokens
+        proc = engine.model._workers.procs[0]
+        proc.kill()
+        proc.join(10)
+        with pytest.raises(RuntimeError, match="rank 1 .* is gone"):
+            engine.generate(["hello"], GREEDY)
+    finally:
+        engine.close()
+    assert not torch.distributed.is_initialized()

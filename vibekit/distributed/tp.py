@@ -416,10 +416,19 @@ class TPModel(nn.Module):
         header, flat = _pack(batch)
         k0 = batch.kv_caches[0][0]
         msg = (_CMD_FORWARD, header, tuple(k0.shape), k0.dtype, batch.attention_backend)
-        for conn in self._workers.conns:
-            conn.send(msg)
-        dist.broadcast(flat.to(input_ids.device), src=0)
-        return self.shard(input_ids, batch)
+        try:
+            for conn in self._workers.conns:
+                conn.send(msg)
+            dist.broadcast(flat.to(input_ids.device), src=0)
+            return self.shard(input_ids, batch)
+        except (OSError, RuntimeError) as e:
+            dead = [f"rank {r} (exit code {p.exitcode})"
+                    for r, p in enumerate(self._workers.procs, start=1) if not p.is_alive()]
+            if dead:
+                raise RuntimeError(f"tensor-parallel worker {', '.join(dead)} is gone; this "
+                                   "engine cannot step any more (close it and start a new "
+                                   "one)") from e
+            raise
 
     def close(self) -> None:
         """Stop the worker ranks and leave the process group (idempotent)."""
