@@ -26,7 +26,8 @@ def _generate(args: argparse.Namespace) -> int:
     from vibekit import Engine, SamplingParams
 
     t0 = time.perf_counter()
-    engine = Engine.from_pretrained(args.model, dtype=args.dtype, device=args.device)
+    engine = Engine.from_pretrained(args.model, dtype=args.dtype, device=args.device,
+                                    tensor_parallel_size=args.tensor_parallel_size)
     load_s = time.perf_counter() - t0
     prompts = args.prompt or [SYSTEM + p for p in DEMO_PROMPTS]
     params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature,
@@ -60,7 +61,8 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     options = {name: getattr(args, name) for name in
                ("max_model_len", "page_size", "num_pages", "max_num_seqs",
-                "max_num_batched_tokens", "seed", "num_threads", "num_draft_tokens")
+                "max_num_batched_tokens", "seed", "num_threads", "num_draft_tokens",
+                "tensor_parallel_size")
                if getattr(args, name) is not None}
     if args.no_prefix_caching:
         options["enable_prefix_caching"] = False
@@ -87,6 +89,10 @@ class _DefaultsFormatter(argparse.HelpFormatter):
         return help_
 
 
+_TP_HELP = ("shard the model over N ranks (torch.distributed: gloo on cpu, NCCL on cuda); "
+            "dense llama-family models only")
+
+
 def main(argv: list[str] | None = None) -> int:
     from vibekit import __version__
 
@@ -102,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--dtype", default="float32")
     gen.add_argument("--device", default="cpu")
+    gen.add_argument("--tensor-parallel-size", type=int, default=1, help=_TP_HELP)
     gen.set_defaults(func=_generate)
     srv = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API",
                          formatter_class=_DefaultsFormatter)
@@ -141,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                      help="a Jinja chat template file, for tokenizers without one")
     srv.add_argument("--prepare-threads", type=int, default=2,
                      help="worker threads that parse and tokenize requests")
+    srv.add_argument("--tensor-parallel-size", type=int, default=None, help=_TP_HELP)
     srv.add_argument("--shutdown-timeout", type=float, default=30.0,
                      help="seconds in-flight requests may run on after SIGINT/SIGTERM")
     srv.add_argument("--log-level", default="info", help="log level",

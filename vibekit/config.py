@@ -252,6 +252,8 @@ class EngineConfig:
     # (weight-only, per-output-channel scales). See vibekit/models/linear.py.
     linear_backend: str = "auto"
     quantization: str | None = None
+    # Tensor parallelism (vibekit.distributed.tp): shard the model over this many ranks.
+    tensor_parallel_size: int = 1
 
     def __post_init__(self) -> None:
         if self.linear_backend not in LINEAR_BACKENDS:
@@ -260,6 +262,10 @@ class EngineConfig:
         if self.quantization not in (None, "int8"):
             raise ValueError(f"quantization={self.quantization!r} is not supported; use None "
                              "or 'int8'")
+        if (not isinstance(self.tensor_parallel_size, int)
+                or isinstance(self.tensor_parallel_size, bool) or self.tensor_parallel_size < 1):
+            raise ValueError(f"tensor_parallel_size must be an integer >= 1, got "
+                             f"{self.tensor_parallel_size!r}")
         if self.max_model_len <= 0:
             raise ValueError(f"max_model_len must be positive, got {self.max_model_len}")
         if self.num_threads is not None and self.num_threads < 1:

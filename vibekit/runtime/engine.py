@@ -115,7 +115,8 @@ class Engine:
         cuda_graph_batch_sizes, seed, num_threads (CPU, process-wide), linear_backend
         ("auto", "cpu", "torch"), quantization (None, "int8"); predicted outputs:
         num_draft_tokens, adaptive_draft, max_draft_tokens, enable_predictions; hybrid models:
-        snapshot_policy, snapshot_every_pages, snapshot_memory_bytes.
+        snapshot_policy, snapshot_every_pages, snapshot_memory_bytes; tensor_parallel_size
+        (dense llama-family models: shard over N ranks, vibekit.distributed.tp).
         """
         from vibekit.models import load_model
 
@@ -135,6 +136,14 @@ class Engine:
             **{name: cls_(**{k: options[k] for k in groups[name] if k in options})
                for name, cls_ in _SUB_CONFIGS.items()},
         )
+        if config.tensor_parallel_size > 1:
+            from vibekit.distributed.tp import TPModel
+
+            # Decode graphs would capture the collectives: eager steps under TP.
+            config = dataclasses.replace(config, use_cuda_graphs=False)
+            model = TPModel.start(model, model_config, config.tensor_parallel_size,
+                                  source=os.fspath(source), dtype=torch_dtype, device=str(device),
+                                  seed=config.seed, num_threads=config.num_threads)
         return cls(model, config, tokenizer, _generation_eos_ids(source))
 
     # -- requests -----------------------------------------------------------------------------
@@ -174,6 +183,13 @@ class Engine:
         """Append a processor (vibekit.logits.LogitsProcessor) after the built-in ones (guidance,
         grammar mask, penalties); it sees every step's sampling rows before the sampler."""
         self.runner.processors.append(processor)
+
+    def close(self) -> None:
+        """Release what outlives the engine object: a tensor-parallel model's worker ranks
+        (a no-op otherwise; also done at interpreter exit)."""
+        close = getattr(self.model, "close", None)
+        if callable(close):
+            close()
 
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished()
