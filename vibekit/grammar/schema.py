@@ -17,11 +17,11 @@ keywords (xgrammar emits any listed value) are dropped, and a `const` that break
 
 from __future__ import annotations
 
-import copy
 import re
 from typing import Any
 
 from vibekit.errors import InvalidRequestError
+from vibekit.grammar.rewrite import rewrite_schema
 from vibekit.grammar.workarounds import exclude_surrogates
 
 _NEVER = ("not", "if", "then", "else", "contains", "minContains", "maxContains",
@@ -37,23 +37,35 @@ _SIMPLE = re.compile(
 )
 
 
+class UnsupportedSchemaError(InvalidRequestError):
+    """The schema is valid but uses a keyword a grammar backend cannot enforce (a 400)."""
+
+
 def prepare_json_schema(schema: dict[str, Any], strict: bool) -> dict[str, Any]:
-    """Validate `schema` against its meta-schema, tighten it, and under `strict` reject keywords
-    the grammar cannot enforce. Returns a new schema; raises InvalidRequestError."""
-    _check_meta_schema(schema)
-    schema = copy.deepcopy(schema)
+    """For xgrammar: validate `schema` against its meta-schema, rewrite it (rewrite.py), tighten
+    it, and under `strict` reject keywords the grammar cannot enforce. Returns a new schema;
+    raises UnsupportedSchemaError or InvalidRequestError."""
+    check_meta_schema(schema)
+    schema = rewrite_schema(schema)
     unsupported: list[str] = []
     _walk(schema, "#", unsupported)
     if strict and unsupported:
-        raise InvalidRequestError(
-            "response_format.json_schema (strict) uses keywords structured output cannot "
-            f"enforce: {', '.join(unsupported[:8])}; remove them or set strict to false "
+        raise UnsupportedSchemaError(
+            "response_format.json_schema uses keywords xgrammar cannot enforce: "
+            f"{', '.join(unsupported[:8])}; remove them or set \"strict\": false "
             "(then they are not enforced)"
         )
     return schema
 
 
-def _check_meta_schema(schema: dict[str, Any]) -> None:
+def prepare_for_llguidance(schema: dict[str, Any]) -> dict[str, Any]:
+    """For llguidance: validate `schema` against its meta-schema and rewrite it (rewrite.py);
+    llguidance itself refuses what it cannot enforce."""
+    check_meta_schema(schema)
+    return rewrite_schema(schema)
+
+
+def check_meta_schema(schema: dict[str, Any]) -> None:
     try:
         import jsonschema
     except ImportError:  # the grammar compiler still rejects what it cannot parse
