@@ -272,8 +272,14 @@ class EngineConfig:
     # CPU: torch intra-op threads (process-wide; None leaves torch's setting). On a shared or
     # small machine, fewer threads than cores avoids OpenMP oversubscription stalls.
     num_threads: int | None = None
+    # Structured output: "auto" (per schema, a backend that enforces every keyword),
+    # "llguidance" or "xgrammar"; a request may override it (vibekit.grammar.backend).
+    grammar_backend: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.grammar_backend not in ("auto", "llguidance", "xgrammar"):
+            raise ValueError(f"grammar_backend {self.grammar_backend!r} is not one of "
+                             "auto, llguidance, xgrammar")
         if self.max_model_len <= 0:
             raise ValueError(f"max_model_len must be positive, got {self.max_model_len}")
         if self.num_threads is not None and self.num_threads < 1:

@@ -36,7 +36,7 @@ _CACHE_OPTIONS = {"page_size", "num_pages", "memory_budget_bytes", "enable_prefi
                   "snapshot_policy", "snapshot_every_pages", "snapshot_memory_bytes"}
 _SCHEDULER_OPTIONS = {"max_num_batched_tokens", "max_num_seqs", "enable_chunked_prefill"}
 _ENGINE_OPTIONS = {"max_model_len", "attention_backend", "use_cuda_graphs",
-                   "cuda_graph_batch_sizes", "seed", "num_threads"}
+                   "cuda_graph_batch_sizes", "seed", "num_threads", "grammar_backend"}
 _SPEC_OPTIONS = {"num_draft_tokens", "adaptive_draft", "max_draft_tokens"}
 _DEFAULT_CPU_KV_BUDGET = 2 << 30
 
@@ -79,7 +79,7 @@ class Engine:
         self.eos_token_ids = frozenset(eos)
         # Structured output: compiles nothing (nor imports xgrammar) until a request asks.
         self.grammars = GrammarBackend(tokenizer, config.model.vocab_size,
-                                       sorted(self.eos_token_ids))
+                                       sorted(self.eos_token_ids), backend=config.grammar_backend)
         self.spec_options = dict(num_draft_tokens=config.spec.num_draft_tokens,
                                  adaptive=config.spec.adaptive_draft,
                                  max_draft_tokens=config.spec.max_draft_tokens)
@@ -101,7 +101,8 @@ class Engine:
         Options: max_model_len, page_size, num_pages, memory_budget_bytes (KV cache),
         enable_prefix_caching, max_num_batched_tokens, max_num_seqs, enable_chunked_prefill,
         attention_backend ("auto", "torch", "triton", "ref"), use_cuda_graphs,
-        cuda_graph_batch_sizes, seed, num_threads (CPU, process-wide); predicted outputs:
+        cuda_graph_batch_sizes, seed, num_threads (CPU, process-wide), grammar_backend
+        ("auto", "llguidance", "xgrammar"; see vibekit.grammar.backend); predicted outputs:
         num_draft_tokens, adaptive_draft, max_draft_tokens.
         """
         from vibekit.models import load_model
