@@ -22,6 +22,7 @@ from vibekit.config import (
 )
 from vibekit.errors import InvalidRequestError
 from vibekit.grammar import GrammarBackend
+from vibekit.grammar.stop_ids import resolve_stop_token_ids
 from vibekit.kvcache import KVCacheManager
 from vibekit.runtime.detokenizer import IncrementalDetokenizer, find_stop
 from vibekit.runtime.model_runner import ModelRunner, kv_bytes_per_page
@@ -73,10 +74,9 @@ class Engine:
         if self.state is not None:
             self.scheduler.state = self.state
             self.runner.attach_state(self.state)
-        eos = set(eos_token_ids) | set(config.model.eos_token_ids)
-        if tokenizer is not None and getattr(tokenizer, "eos_token_id", None) is not None:
-            eos.add(tokenizer.eos_token_id)
-        self.eos_token_ids = frozenset(eos)
+        # One stop set for the engine and its grammars (warns on ordinary-token EOS ids).
+        self.eos_token_ids = frozenset(resolve_stop_token_ids(
+            tokenizer, [*eos_token_ids, *config.model.eos_token_ids]))
         # Structured output: compiles nothing (nor imports xgrammar) until a request asks.
         self.grammars = GrammarBackend(tokenizer, config.model.vocab_size,
                                        sorted(self.eos_token_ids), backend=config.grammar_backend)
