@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -12,7 +11,7 @@ from vibekit.grammar.compiler import CompiledGrammar, GrammarCache, GrammarToken
 from vibekit.grammar.llg import LLGuidanceGrammar, LLGuidanceTokenizer
 from vibekit.grammar.matcher import RequestGrammar
 from vibekit.grammar.response_format import GRAMMAR_BACKENDS, GrammarSpec, parse_response_format
-from vibekit.grammar.schema import UnsupportedSchemaError, check_meta_schema
+from vibekit.grammar.schema import InvalidSchemaError, UnsupportedSchemaError
 
 _TOKENIZERS = {"xgrammar": GrammarTokenizer, "llguidance": LLGuidanceTokenizer}
 _MATCHERS = {"xgrammar": RequestGrammar, "llguidance": LLGuidanceGrammar}
@@ -85,12 +84,12 @@ class GrammarBackend:
         if chosen is not None:
             self._choices.move_to_end(spec)
             return chosen, self.cache.get(spec, self.tokenizer_for(chosen))
-        if spec.kind == "json_schema":
-            check_meta_schema(json.loads(spec.source))  # a bad schema is no backend's fault
         errors: list[tuple[str, InvalidRequestError]] = []
         for name in _AUTO_ORDER[spec.kind]:
             try:
                 compiled = self.cache.get(spec, self.tokenizer_for(name))
+            except InvalidSchemaError:  # a bad schema is no backend's fault
+                raise
             except InvalidRequestError as e:
                 errors.append((name, e))
                 continue
