@@ -10,7 +10,12 @@ from vibekit.errors import InvalidRequestError
 from vibekit.grammar.compiler import CompiledGrammar, GrammarCache, GrammarTokenizer
 from vibekit.grammar.llg import LLGuidanceGrammar, LLGuidanceTokenizer
 from vibekit.grammar.matcher import RequestGrammar
-from vibekit.grammar.response_format import GRAMMAR_BACKENDS, GrammarSpec, parse_response_format
+from vibekit.grammar.response_format import (
+    GRAMMAR_BACKENDS,
+    WHITESPACE,
+    GrammarSpec,
+    parse_response_format,
+)
 from vibekit.grammar.schema import InvalidSchemaError, UnsupportedSchemaError
 
 _TOKENIZERS = {"xgrammar": GrammarTokenizer, "llguidance": LLGuidanceTokenizer}
@@ -33,14 +38,22 @@ class GrammarBackend:
     llguidance, xgrammar (regex and EBNF: xgrammar first) that enforces every keyword the schema
     uses, and refuses the request with an InvalidRequestError naming the keywords when none
     does, unless the schema is marked `"strict": false` (then the first that compiles it).
-    cache: share one GrammarCache between engines, or leave None for a private one.
+    whitespace, jump_forward: defaults for formats that do not set them (see
+    parse_response_format). cache: share one GrammarCache between engines, or leave None for a
+    private one.
     """
 
     def __init__(self, tokenizer: Any, vocab_size: int, stop_token_ids: Sequence[int],
-                 cache: GrammarCache | None = None, backend: str = "auto") -> None:
+                 cache: GrammarCache | None = None, backend: str = "auto",
+                 whitespace: str = "compact", jump_forward: bool = True) -> None:
         if backend not in GRAMMAR_BACKENDS:
             raise ValueError(f"grammar_backend {backend!r} is not one of "
                              f"{', '.join(GRAMMAR_BACKENDS)}")
+        if whitespace not in WHITESPACE:
+            raise ValueError(f"grammar_whitespace {whitespace!r} is not one of "
+                             f"{', '.join(WHITESPACE)}")
+        self.whitespace = whitespace
+        self.jump_forward = jump_forward
         self.hf_tokenizer = tokenizer
         self.vocab_size = vocab_size
         self.stop_token_ids = tuple(stop_token_ids)
@@ -69,7 +82,7 @@ class GrammarBackend:
         """The grammar state (a RequestGrammar) for a new request, None for plain text; raises
         InvalidRequestError for a malformed format, a schema / regex / grammar that does not
         compile, or a keyword no backend enforces, before any model compute."""
-        spec = parse_response_format(response_format)
+        spec = parse_response_format(response_format, self.whitespace, self.jump_forward)
         if spec is None:
             return None
         name, compiled = self.compile(spec)

@@ -40,7 +40,8 @@ class GrammarSpec:
     backend: str = field(default="", compare=False)
 
 
-def parse_response_format(response_format: dict[str, Any] | None) -> GrammarSpec | None:
+def parse_response_format(response_format: dict[str, Any] | None, whitespace: str = "compact",
+                          jump_forward: bool = True) -> GrammarSpec | None:
     """Check a request's `response_format` and return its GrammarSpec (None for plain text).
 
     Shapes (the first three are OpenAI's):
@@ -58,7 +59,9 @@ def parse_response_format(response_format: dict[str, Any] | None) -> GrammarSpec
       "jump_forward": true (default) | false              see vibekit.grammar.matcher
       "grammar_backend": "auto" | "llguidance" | "xgrammar"   default: the engine's option
           (auto: per schema, a backend that enforces every keyword; see vibekit.grammar.backend)
-    Raises InvalidRequestError naming what is wrong.
+    `whitespace` and `jump_forward` are the defaults of a format that does not say (the
+    engine's grammar_whitespace / grammar_jump_forward). Raises InvalidRequestError naming what
+    is wrong.
     """
     if response_format is None:
         return None
@@ -78,12 +81,12 @@ def parse_response_format(response_format: dict[str, Any] | None) -> GrammarSpec
             f"response_format has unknown keys {sorted(unknown)}; a {kind!r} format takes "
             f"{sorted(allowed)}"
         )
-    whitespace = response_format.get("whitespace", "compact")
+    whitespace = response_format.get("whitespace", whitespace)
     if whitespace not in WHITESPACE:
         raise InvalidRequestError(
             f"response_format.whitespace={whitespace!r} is invalid; use 'compact' or 'free'"
         )
-    jump_forward = response_format.get("jump_forward", True)
+    jump_forward = response_format.get("jump_forward", jump_forward)
     if not isinstance(jump_forward, bool):
         raise InvalidRequestError("response_format.jump_forward must be true or false")
     backend = response_format.get("grammar_backend", "")
