@@ -275,11 +275,19 @@ class EngineConfig:
     # Structured output: "auto" (per schema, a backend that enforces every keyword),
     # "llguidance" or "xgrammar"; a request may override it (vibekit.grammar.backend).
     grammar_backend: str = "auto"
+    # Defaults for requests that do not set them in response_format, and when the token masks
+    # are filled during the forward ("auto": by measured fill time; see GrammarMasker).
+    grammar_jump_forward: bool = True
+    grammar_whitespace: str = "compact"  # "compact" | "free"
+    grammar_overlap: str = "auto"  # "auto" | "always" | "never"
 
     def __post_init__(self) -> None:
-        if self.grammar_backend not in ("auto", "llguidance", "xgrammar"):
-            raise ValueError(f"grammar_backend {self.grammar_backend!r} is not one of "
-                             "auto, llguidance, xgrammar")
+        for name, allowed in (("grammar_backend", ("auto", "llguidance", "xgrammar")),
+                              ("grammar_whitespace", ("compact", "free")),
+                              ("grammar_overlap", ("auto", "always", "never"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} {getattr(self, name)!r} is not one of "
+                                 f"{', '.join(allowed)}")
         if self.max_model_len <= 0:
             raise ValueError(f"max_model_len must be positive, got {self.max_model_len}")
         if self.num_threads is not None and self.num_threads < 1:

@@ -37,7 +37,8 @@ _CACHE_OPTIONS = {"page_size", "num_pages", "memory_budget_bytes", "enable_prefi
                   "snapshot_policy", "snapshot_every_pages", "snapshot_memory_bytes"}
 _SCHEDULER_OPTIONS = {"max_num_batched_tokens", "max_num_seqs", "enable_chunked_prefill"}
 _ENGINE_OPTIONS = {"max_model_len", "attention_backend", "use_cuda_graphs",
-                   "cuda_graph_batch_sizes", "seed", "num_threads", "grammar_backend"}
+                   "cuda_graph_batch_sizes", "seed", "num_threads", "grammar_backend",
+                   "grammar_jump_forward", "grammar_whitespace", "grammar_overlap"}
 _SPEC_OPTIONS = {"num_draft_tokens", "adaptive_draft", "max_draft_tokens"}
 _DEFAULT_CPU_KV_BUDGET = 2 << 30
 
@@ -79,7 +80,11 @@ class Engine:
             tokenizer, [*eos_token_ids, *config.model.eos_token_ids]))
         # Structured output: compiles nothing (nor imports xgrammar) until a request asks.
         self.grammars = GrammarBackend(tokenizer, config.model.vocab_size,
-                                       sorted(self.eos_token_ids), backend=config.grammar_backend)
+                                       sorted(self.eos_token_ids), backend=config.grammar_backend,
+                                       whitespace=config.grammar_whitespace,
+                                       jump_forward=config.grammar_jump_forward)
+        self.runner.grammar_masker.overlap = {"auto": None, "always": True,
+                                              "never": False}[config.grammar_overlap]
         self.spec_options = dict(num_draft_tokens=config.spec.num_draft_tokens,
                                  adaptive=config.spec.adaptive_draft,
                                  max_draft_tokens=config.spec.max_draft_tokens)
@@ -101,8 +106,11 @@ class Engine:
         Options: max_model_len, page_size, num_pages, memory_budget_bytes (KV cache),
         enable_prefix_caching, max_num_batched_tokens, max_num_seqs, enable_chunked_prefill,
         attention_backend ("auto", "torch", "triton", "ref"), use_cuda_graphs,
-        cuda_graph_batch_sizes, seed, num_threads (CPU, process-wide), grammar_backend
-        ("auto", "llguidance", "xgrammar"; see vibekit.grammar.backend); predicted outputs:
+        cuda_graph_batch_sizes, seed, num_threads (CPU, process-wide); structured output:
+        grammar_backend ("auto", "llguidance", "xgrammar"; see vibekit.grammar.backend),
+        grammar_jump_forward, grammar_whitespace ("compact", "free"; defaults for requests that
+        do not say), grammar_overlap ("auto", "always", "never": fill masks during the
+        forward); predicted outputs:
         num_draft_tokens, adaptive_draft, max_draft_tokens.
         """
         from vibekit.models import load_model
