@@ -19,9 +19,12 @@ Also per backend: mask-fill time per token (p50, p99) and compile time per schem
 at the zoo tokenizer's vocabulary (zoo:code-edit-tiny, 4096) and at a 128k-token byte-level BPE
 trained here on Python sources (cached in ~/.cache/vibekit/). Compile times are as each library
 reports ready: llguidance builds its lexer lazily, so part of its compile lands in the first masks.
+Last, the decode overhead: constrained vs plain generation on the SmolLM-135M shape (dummy
+weights, a 49152-token BPE trained here), batch 1 and 16, per backend, side by side.
 
     python benchmarks/bench_maskbench.py                  # every schema, both vocabularies
     python benchmarks/bench_maskbench.py --quick          # 12 schemas, small vocabulary (CI)
+    python benchmarks/bench_maskbench.py --overhead-only  # only the decode overhead
 """
 
 from __future__ import annotations
@@ -233,22 +236,62 @@ def _pcts(key: str, values: list[float], scale: float = 1e3) -> dict:
             f"{key}_p99": round(p99 * scale, 2)}
 
 
-def decode_step_ms(repeats: int) -> float:
-    """Median batch-1 decode step of the SmolLM-135M shape (dummy weights), in ms."""
-    from vibekit import Engine, SamplingParams
+RECORDS = {"type": "array", "minItems": 200, "maxItems": 200,
+           "items": {"type": "object", "additionalProperties": False,
+                     "required": ["id", "tag", "ok"],
+                     "properties": {"id": {"type": "integer", "minimum": 0, "maximum": 999},
+                                    "tag": {"enum": ["alpha", "beta", "gamma"]},
+                                    "ok": {"type": "boolean"}}}}
 
-    engine = Engine.from_pretrained("dummy:smollm-135m", max_model_len=256)
-    params = SamplingParams(max_tokens=17, temperature=0.0, ignore_eos=True)
-    engine.generate([[1, 2, 3, 4]], params)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        engine.generate([[1, 2, 3, 4]], SamplingParams(max_tokens=1, temperature=0.0,
-                                                       ignore_eos=True))
-        t1 = time.perf_counter()
-        engine.generate([[1, 2, 3, 4]], params)
-        times.append(((time.perf_counter() - t1) - (t1 - t0)) / 16)  # 16 decode steps
-    return statistics.median(times) * 1e3
+
+def engine_overhead(batches: list[int], max_tokens: int, repeats: int) -> list[dict]:
+    """Constrained vs plain decoding on the SmolLM-135M shape (dummy weights, a 49152-token BPE
+    trained here), per backend: tok/s ratio side by side, and the masker's fill time per step
+    against the measured step time. The schema cannot finish within max_tokens and jump-forward
+    is off, so both modes emit the same number of tokens."""
+    import dataclasses
+    import tempfile
+
+    from vibekit import Engine, SamplingParams
+    from vibekit.models.dummy import dummy_config, save_dummy_checkpoint
+
+    tokenizer = large_tokenizer(49152)
+    config = dataclasses.replace(dummy_config("smollm-135m"),
+                                 eos_token_ids=(tokenizer.eos_token_id,))
+    rf = {"type": "json_schema", "json_schema": {"name": "r", "schema": RECORDS},
+          "jump_forward": False}
+    out = []
+    with tempfile.TemporaryDirectory() as path:
+        save_dummy_checkpoint(config, path)
+        tokenizer.save_pretrained(path)
+        for backend in ("llguidance", "xgrammar"):
+            engine = Engine.from_pretrained(path, max_model_len=512, max_num_seqs=max(batches),
+                                            grammar_backend=backend, num_threads=1)
+            masker = engine.runner.grammar_masker
+            for batch in batches:
+                prompts = [[10 + i, 20, 30, 40] for i in range(batch)]
+                plain = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+                constrained = SamplingParams(max_tokens=max_tokens, temperature=0.0,
+                                             response_format=rf)
+                engine.generate(prompts, constrained)  # warm-up: compile, first masks
+                ratios, steps, fills = [], [], []
+                for _ in range(repeats):  # interleaved: the machine is shared
+                    t0 = time.perf_counter()
+                    engine.generate(prompts, plain)
+                    t1 = time.perf_counter()
+                    outs = engine.generate(prompts, constrained)
+                    t2 = time.perf_counter()
+                    assert all(len(o.token_ids) == max_tokens for o in outs)
+                    ratios.append((t2 - t1) / (t1 - t0))
+                    steps.append((t1 - t0) / max_tokens)
+                    fills.append(masker.fill_seconds)
+                step = statistics.median(steps)
+                out.append({"backend": backend, "batch": batch,
+                            "plain_step_ms": round(step * 1e3, 2),
+                            "overhead": round(statistics.median(ratios) - 1, 4),
+                            "fill_us_per_step": round(statistics.median(fills) * 1e6, 1),
+                            "fill_fraction_of_step": round(statistics.median(fills) / step, 4)})
+    return out
 
 
 def print_table(title: str, results: dict, num_schemas: int) -> None:
@@ -271,6 +314,8 @@ def main() -> None:
     ap.add_argument("--large-vocab", type=int, default=128000)
     ap.add_argument("--large-limit", type=int, help="first N schemas at the large vocabulary")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--overhead-only", action="store_true",
+                    help="only the constrained-vs-plain decode overhead on the SmolLM shape")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args()
     if not args.data.exists():
@@ -287,23 +332,22 @@ def main() -> None:
           f"{versions}, torch threads {torch.get_num_threads()}")
     small = AutoTokenizer.from_pretrained(vibekit.zoo.path("code-edit-tiny"))
     results: dict = {"settings": {"schemas": len(rows), **versions}}
-    results["small"] = run(rows, small, 4096, BACKENDS)
-    print_table("zoo:code-edit-tiny tokenizer (vocab 4096)", results["small"], len(rows))
-    if not args.quick:
+    if not args.overhead_only:
+        results["small"] = run(rows, small, 4096, BACKENDS)
+        print_table("zoo:code-edit-tiny tokenizer (vocab 4096)", results["small"], len(rows))
+    if not args.quick and not args.overhead_only:
         large = large_tokenizer(args.large_vocab)
         large_rows = rows[:args.large_limit] if args.large_limit else rows
         results["large"] = run(large_rows, large, len(large), BACKENDS)
         print_table(f"byte-level BPE (vocab {len(large)})", results["large"], len(large_rows))
-        step_ms = decode_step_ms(repeats=5)
-        auto = results["large"]["vibekit[auto]"]
-        results["overhead"] = {"decode_step_ms_batch1": round(step_ms, 2)}
-        for batch in (1, 16):  # one fill per request, one after another on the mask thread
-            frac = batch * auto["fill_us_p50"] / 1e3 / step_ms
-            results["overhead"][f"mask_fraction_batch{batch}"] = round(frac, 4)
-        print(f"\nmask fill vs a batch-1 decode step of dummy:smollm-135m ({step_ms:.1f} ms, "
-              f"{torch.get_num_threads()} thread): vibekit[auto] at vocab {len(large)}, p50 fill "
-              f"x batch = {results['overhead']['mask_fraction_batch1']:.2%} (batch 1), "
-              f"{results['overhead']['mask_fraction_batch16']:.2%} (batch 16)")
+    if not args.quick:
+        results["overhead"] = engine_overhead([1, 16], max_tokens=24, repeats=3)
+        print("\nconstrained vs plain decode, dummy:smollm-135m shape with a 49152-token BPE, "
+              "1 thread, jump-forward off:")
+        for r in results["overhead"]:
+            print(f"  {r['backend']:<11} batch {r['batch']:>2}: plain step {r['plain_step_ms']} "
+                  f"ms, constrained/plain time {r['overhead']:+.1%}, mask fill "
+                  f"{r['fill_us_per_step']} us/step = {r['fill_fraction_of_step']:.2%} of a step")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 
