@@ -97,8 +97,8 @@ class LLGuidanceTokenizer:
                                              f"{message}")
             raise InvalidRequestError(f"{where} cannot be compiled: {message}")
         probe = matcher.deep_copy()  # forced text without end: no finite instance from the start
-        if probe.is_error() or len(probe.compute_ff_tokens()) >= _ENDLESS_FF_TOKENS or (
-                probe.is_error()):
+        forced = probe.compute_ff_tokens()
+        if probe.is_error() or len(forced) >= _ENDLESS_FF_TOKENS:
             raise InvalidRequestError(f"{where} has no finite instance for llguidance to "
                                       "complete (it forces endless text, e.g. an object that "
                                       "requires itself)")
