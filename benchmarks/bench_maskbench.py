@@ -135,6 +135,8 @@ class Vibekit:
         from vibekit.grammar import GrammarBackend, GrammarCache
 
         self.grammars = GrammarBackend(tokenizer, vocab_size, [eos], backend=backend)
+        for name in ("llguidance", "xgrammar") if backend == "auto" else (backend,):
+            self.grammars.tokenizer_for(name)  # built once per engine, like Direct's, untimed
         self.cache_type = GrammarCache
         self.eos = eos
         self.chosen: dict[str, str] = {}
@@ -314,6 +316,8 @@ def main() -> None:
     ap.add_argument("--large-vocab", type=int, default=128000)
     ap.add_argument("--large-limit", type=int, help="first N schemas at the large vocabulary")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--large-only", action="store_true",
+                    help="only the large-vocabulary pass (with --large-limit)")
     ap.add_argument("--overhead-only", action="store_true",
                     help="only the constrained-vs-plain decode overhead on the SmolLM shape")
     ap.add_argument("--json", type=Path, help="write the results here")
@@ -332,7 +336,7 @@ def main() -> None:
           f"{versions}, torch threads {torch.get_num_threads()}")
     small = AutoTokenizer.from_pretrained(vibekit.zoo.path("code-edit-tiny"))
     results: dict = {"settings": {"schemas": len(rows), **versions}}
-    if not args.overhead_only:
+    if not args.overhead_only and not args.large_only:
         results["small"] = run(rows, small, 4096, BACKENDS)
         print_table("zoo:code-edit-tiny tokenizer (vocab 4096)", results["small"], len(rows))
     if not args.quick and not args.overhead_only:
@@ -340,7 +344,7 @@ def main() -> None:
         large_rows = rows[:args.large_limit] if args.large_limit else rows
         results["large"] = run(large_rows, large, len(large), BACKENDS)
         print_table(f"byte-level BPE (vocab {len(large)})", results["large"], len(large_rows))
-    if not args.quick:
+    if not args.quick and not args.large_only:
         results["overhead"] = engine_overhead([1, 16], max_tokens=24, repeats=3)
         print("\nconstrained vs plain decode, dummy:smollm-135m shape with a 49152-token BPE, "
               "1 thread, jump-forward off:")
