@@ -230,6 +230,10 @@ def main() -> None:
     ap.add_argument("--batches", default="1,16")
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--grammar-backend", default="xgrammar",
+                    choices=["xgrammar", "llguidance", "auto"],
+                    help="vibekit's grammar backend (the HF baseline is xgrammar's processor, "
+                         "so 'same token ids' needs xgrammar)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (1: steadier on shared machines)")
     ap.add_argument("--json", help="write the results here")
@@ -239,12 +243,14 @@ def main() -> None:
     max_tokens, repeats = (24, 1) if args.quick else (args.max_tokens, args.repeats)
     batches = [1, 4] if args.quick else [int(b) for b in args.batches.split(",")]
     print(f"settings: {size} max_tokens={max_tokens} repeats={repeats} batches={batches} "
-          f"threads={torch.get_num_threads()} xgrammar {importlib.metadata.version('xgrammar')}")
+          f"threads={torch.get_num_threads()} xgrammar {importlib.metadata.version('xgrammar')} "
+          f"grammar_backend={args.grammar_backend}")
     with tempfile.TemporaryDirectory() as path:
         build_checkpoint(path, **size)
         model = transformers.LlamaForCausalLM.from_pretrained(path).eval()
         tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
-        engine = Engine.from_pretrained(path, max_model_len=1024, max_num_seqs=max(batches))
+        engine = Engine.from_pretrained(path, max_model_len=1024, max_num_seqs=max(batches),
+                                        grammar_backend=args.grammar_backend)
         results: dict = {"settings": {**size, "max_tokens": max_tokens}}
         results["overhead"] = [overhead(engine, b, max_tokens, repeats) for b in batches]
         for r in results["overhead"]:

@@ -255,6 +255,16 @@ class EngineConfig:
     # Tensor parallelism (vibekit.distributed.tp): shard the model over this many ranks.
     tensor_parallel_size: int = 1
 
+    # Structured output: "auto" (per schema, a backend that enforces every keyword),
+    # "llguidance" or "xgrammar"; a request may override it (vibekit.grammar.backend).
+    grammar_backend: str = "auto"
+    # Defaults for requests that do not set them in response_format, and when the token masks
+    # are filled during the forward ("auto": by measured fill time; see GrammarMasker).
+    grammar_jump_forward: bool = True
+    grammar_whitespace: str = "compact"  # "compact" | "free"
+    grammar_overlap: str = "auto"  # "auto" | "always" | "never"
+
+
     def __post_init__(self) -> None:
         if self.linear_backend not in LINEAR_BACKENDS:
             raise ValueError(f"linear_backend={self.linear_backend!r} is not supported; use one "
@@ -266,6 +276,12 @@ class EngineConfig:
                 or isinstance(self.tensor_parallel_size, bool) or self.tensor_parallel_size < 1):
             raise ValueError(f"tensor_parallel_size must be an integer >= 1, got "
                              f"{self.tensor_parallel_size!r}")
+        for name, allowed in (("grammar_backend", ("auto", "llguidance", "xgrammar")),
+                              ("grammar_whitespace", ("compact", "free")),
+                              ("grammar_overlap", ("auto", "always", "never"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} {getattr(self, name)!r} is not one of "
+                                 f"{', '.join(allowed)}")
         if self.max_model_len <= 0:
             raise ValueError(f"max_model_len must be positive, got {self.max_model_len}")
         if self.num_threads is not None and self.num_threads < 1:

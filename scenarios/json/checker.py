@@ -1,5 +1,6 @@
-"""Checker for json: every output parses and validates against its schema (jsonschema), ended
-because the grammar accepted, and has the token ids of the reference masked greedy decode."""
+"""Checker for json: every output parses and validates against its schema (jsonschema, formats
+included where jsonschema checks them), ended because the grammar accepted, and has the token
+ids of the reference masked greedy decode."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ def check(outputs: list[dict[str, Any]], references: list[dict[str, Any]],
                      None if got == want else min(len(got), len(want)))
         error = None
         try:
-            jsonschema.validate(json.loads(out.get("text", "")), ref["schema"])
+            # the validator of the schema's draft; formats checked where jsonschema can
+            jsonschema.validate(json.loads(out.get("text", "")), ref["schema"],
+                                format_checker=jsonschema.FormatChecker())
         except (ValueError, jsonschema.ValidationError) as e:
             error = str(e).splitlines()[0][:200]
         if error is None and out.get("finish_reason", "stop") != "stop":

@@ -1,7 +1,8 @@
-"""Reference for json: HF transformers greedy `generate` with xgrammar's HF logits processor, one
-request at a time, on the same weights (the dummy model written out as an HF checkpoint) and the
-same chat template. The processor masks with the grammar vibekit compiles for the schema (plain
-xgrammar admits some invalid strings; see vibekit/grammar/workarounds.py)."""
+"""Reference for json: HF transformers greedy `generate`, one request at a time, on the same
+weights (the dummy model written out as an HF checkpoint) and the same chat template, with a
+logits processor that masks with the grammar vibekit compiles for the schema (the backend that
+`grammar_backend="auto"` picks: llguidance or xgrammar; plain libraries admit some invalid
+strings, see vibekit/grammar/workarounds.py and benchmarks/bench_maskbench.py)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,34 @@ import tempfile
 from typing import Any
 
 
+class _GrammarLogitsProcessor:
+    """HF logits processor over a vibekit RequestGrammar: accept the last generated token, then
+    set every token the grammar forbids to -inf (batch 1)."""
+
+    def __init__(self, grammar: Any, prompt_len: int, vocab_size: int) -> None:
+        import torch
+
+        self.grammar = grammar
+        self.prompt_len = prompt_len
+        self.bitmask = torch.empty(1, -(-vocab_size // 32), dtype=torch.int32)
+
+    def __call__(self, input_ids, scores):
+        from vibekit.ops.token_bitmask import apply_token_bitmask
+
+        if input_ids.shape[1] > self.prompt_len:
+            self.grammar.advance(int(input_ids[0, -1]))
+        self.bitmask.fill_(-1)
+        self.grammar.fill_bitmask(self.bitmask, 0, ())
+        return apply_token_bitmask(scores, self.bitmask.to(scores.device))
+
+
 def reference_outputs(requests: list[dict[str, Any]], model: str, dtype: str = "float32",
                       device: str = "cpu", seed: int = 0) -> list[dict[str, Any]]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from xgrammar.contrib.hf import LogitsProcessor
 
-    from vibekit.grammar import GrammarBackend, parse_response_format
+    from vibekit.grammar import GrammarBackend
+    from vibekit.grammar.stop_ids import resolve_stop_token_ids
     from vibekit.models.dummy import save_dummy_checkpoint
 
     if not model.startswith("dummy:"):
@@ -27,7 +49,8 @@ def reference_outputs(requests: list[dict[str, Any]], model: str, dtype: str = "
     hf = hf.to(device)
     eos = hf.config.eos_token_id
     eos = list(eos) if isinstance(eos, (list, tuple)) else [eos]
-    grammars = GrammarBackend(tok, hf.config.vocab_size, sorted(set(eos) | {tok.eos_token_id}))
+    stop_ids = resolve_stop_token_ids(tok, [e for e in eos if e is not None])
+    grammars = GrammarBackend(tok, hf.config.vocab_size, stop_ids)
     outputs = []
     for req in requests:
         text = tok.apply_chat_template(req["messages"], add_generation_prompt=True,
@@ -35,12 +58,13 @@ def reference_outputs(requests: list[dict[str, Any]], model: str, dtype: str = "
         ids = tok(text, add_special_tokens=False)["input_ids"]
         x = torch.tensor([ids], device=device)
         fmt = req["response_format"]
-        compiled = grammars.cache.get(parse_response_format(fmt), grammars.tokenizer).grammar
+        grammar = grammars.request_grammar({**fmt, "jump_forward": False})
         with torch.no_grad():
             out = hf.generate(input_ids=x, attention_mask=torch.ones_like(x),
                               max_new_tokens=req["max_tokens"], do_sample=False,
-                              logits_processor=[LogitsProcessor(compiled)],
-                              eos_token_id=grammars.stop_token_ids,
+                              logits_processor=[_GrammarLogitsProcessor(
+                                  grammar, len(ids), hf.config.vocab_size)],
+                              eos_token_id=list(stop_ids),
                               pad_token_id=tok.eos_token_id)
         new = out[0, len(ids):].tolist()
         outputs.append({"token_ids": new, "text": tok.decode(new, skip_special_tokens=True),

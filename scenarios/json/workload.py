@@ -1,8 +1,10 @@
 """JSON workload: chat requests with a strict OpenAI json_schema `response_format` each.
 
 The schemas are the kind agents and tools send (forms, orders, tool calls, records with $refs,
-nullable and anyOf fields, enums, bounded numbers, patterns, dates). Every string and array is
-bounded, so even a random-weight model finishes each object within max_tokens.
+nullable and anyOf fields, enums, bounded numbers, patterns, dates) and the kind MaskBench
+collects from real repositories (draft headers, definitions, type lists, tagged unions,
+formats). Every string and array is bounded, so even a random-weight model finishes each object
+within max_tokens.
 """
 
 from __future__ import annotations
@@ -94,6 +96,68 @@ TASKS: list[tuple[str, dict]] = [
                          "clarity": {"type": "integer", "minimum": 0, "maximum": 5},
                          "completeness": {"type": "integer", "minimum": 0, "maximum": 5}}),
           "verdict": {"enum": ["accept", "revise", "reject"]}, "comment": S})),
+]
+
+# Schemas of the kind MaskBench collects from GitHub, Kubernetes, JSON Schema Store, Snowplow
+# and function-calling sets (written here, not copied): a draft header, definitions, type lists,
+# tagged unions (oneOf with a const discriminator), formats, exclusive bounds, annotations.
+DRAFT7 = "http://json-schema.org/draft-07/schema#"
+SEMVER = {"type": "string", "pattern": "^[0-9]{1,2}\\.[0-9]{1,2}\\.[0-9]{1,2}$"}
+TASKS += [
+    ("Write the package manifest for this library.",
+     {"$schema": DRAFT7, "title": "package manifest", "type": "object",
+      "properties": {"name": {"type": "string", "pattern": "^[a-z][a-z0-9-]{1,14}$",
+                              "description": "lowercase package name"},
+                     "version": SEMVER, "private": BOOL,
+                     "license": {"enum": ["MIT", "Apache-2.0", "BSD-3-Clause", "GPL-3.0"]},
+                     "keywords": {"type": "array", "items": S, "maxItems": 3},
+                     "repository": {"oneOf": [
+                         {"type": "string", "maxLength": 24},
+                         {"$ref": "#/definitions/repo"}]}},
+      "required": ["name", "version", "license"], "additionalProperties": False,
+      "definitions": {"repo": obj({"type": {"enum": ["git", "svn"]},
+                                   "url": {"type": "string", "maxLength": 24}})}}),
+    ("Turn the build instructions into CI steps.",
+     {"$schema": DRAFT7, "type": "object", "additionalProperties": False,
+      "required": ["name", "steps"],
+      "properties": {"name": S, "runs_on": {"enum": ["ubuntu-latest", "macos-latest"]},
+                     "steps": {"type": "array", "minItems": 1, "maxItems": 3, "items": {
+                         "oneOf": [obj({"kind": {"const": "run"}, "command": S}),
+                                   obj({"kind": {"const": "uses"},
+                                        "action": {"type": "string",
+                                                   "pattern": "^[a-z]{2,8}/[a-z]{2,8}@v[0-9]$"}}
+                                       )]}}}}),
+    ("Describe the container for the deployment.",
+     obj({"name": {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?$"},
+          "image": S,
+          "imagePullPolicy": {"enum": ["Always", "IfNotPresent", "Never"], "default": "Always"},
+          "ports": arr(obj({"containerPort": {"type": "integer", "minimum": 1,
+                                              "maximum": 65535},
+                            "protocol": {"enum": ["TCP", "UDP", "SCTP"]}}), 0, 2),
+          "resources": obj({"limits": obj({
+              "cpu": {"type": "string", "pattern": "^[0-9]{1,3}m?$"},
+              "memory": {"type": "string", "pattern": "^[0-9]{1,4}(Mi|Gi)$"}})})},
+         required=["name", "image"])),
+    ("Record the tracking event.",
+     {"$schema": DRAFT7, "description": "Schema for a page view event", "self": {
+         "vendor": "com.example", "name": "page_view", "format": "jsonschema",
+         "version": "1-0-0"},
+      "type": "object", "additionalProperties": False, "required": ["event_id", "url", "at"],
+      "properties": {"event_id": {"type": "string", "pattern": "^[0-9a-f]{8}$"},
+                     "url": {"type": "string", "maxLength": 24},
+                     "referrer": {"type": ["string", "null"], "maxLength": 16},
+                     "at": {"type": "string", "format": "date-time"},
+                     "load_ms": {"type": "number", "exclusiveMinimum": 0, "maximum": 60000},
+                     "user": {"type": ["object", "null"], "additionalProperties": False,
+                              "properties": {"id": INT, "email": {"type": "string",
+                                                                  "format": "email"}}}}}),
+    ("Call the function that answers the user.",
+     {"oneOf": [obj({"name": {"const": "get_weather"},
+                     "arguments": obj({"location": S, "unit": {"enum": ["celsius",
+                                                                        "fahrenheit"]}})}),
+                obj({"name": {"const": "convert_currency"},
+                     "arguments": obj({"amount": MONEY, "from": {"enum": ["USD", "EUR"]},
+                                       "to": {"enum": ["USD", "EUR", "GBP"]}})})]}),
 ]
 
 INPUTS = ("Dana Whitfield, Head of Ops, dana@example.org, +4930123456",

@@ -48,10 +48,13 @@ def make_bpe_tokenizer() -> PreTrainedTokenizerFast:
                                    clean_up_tokenization_spaces=False)
 
 
-def make_bpe_checkpoint(path, seed: int = 0):
-    """Save the model (float32, eval) and the tokenizer to `path`; returns both."""
+def make_bpe_checkpoint(path, seed: int = 0, eos_token: str | None = None):
+    """Save the model (float32, eval) and the tokenizer to `path`; returns both. eos_token: the
+    token the config names as eos_token_id (default: the tokenizer's EOS)."""
     tokenizer = make_bpe_tokenizer()
     eos = tokenizer.eos_token_id
+    if eos_token is not None:
+        eos = tokenizer.convert_tokens_to_ids(eos_token)
     config = transformers.LlamaConfig(
         vocab_size=MODEL_VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,

@@ -30,5 +30,7 @@ def bpe_engine(bpe_ckpt):
     from vibekit import Engine
 
     path, _, _ = bpe_ckpt
+    # xgrammar: these tests compare with HF generate + xgrammar's logits processor, and their
+    # schemas leave additionalProperties open, which only xgrammar's strict mode closes.
     return Engine.from_pretrained(path, page_size=8, num_pages=1024, max_model_len=512,
-                                  max_num_seqs=64)
+                                  max_num_seqs=64, grammar_backend="xgrammar")

@@ -1,5 +1,6 @@
 """scenarios/json: its requests run on vibekit and pass its own checker against its reference
-(HF generate with xgrammar's logits processor); a wrong output fails the checker."""
+(HF generate masked by the grammar vibekit compiles); a wrong output fails the checker, and the
+grammar knobs are searchable engine options."""
 
 from __future__ import annotations
 
@@ -35,6 +36,18 @@ def test_json_scenario_outputs_pass_its_checker():
     verdict = check(outputs, references)
     assert verdict["passed"], verdict
     broken = [dict(o) for o in outputs]
+    assert verdict["details"][0]["valid"]
     broken[0]["text"] = broken[0]["text"][:-1]
     verdict = check(broken, references)
     assert not verdict["passed"] and not verdict["details"][0]["valid"]
+
+
+def test_grammar_knobs_are_searchable_engine_options():
+    from vibekit_agents.skills import load_skills
+
+    knobs = {k.name: k for k in load_skills()["grammar-masking-jump-forward"].knobs}
+    for name in ("engine.grammar_backend", "engine.grammar_jump_forward",
+                 "engine.grammar_overlap", "engine.grammar_whitespace"):
+        assert knobs[name].supported, name
+        Engine.from_pretrained(f"dummy:{ROOT / 'model.json'}", max_model_len=64,
+                               **{name.split(".")[1]: knobs[name].domain[-1]})

@@ -164,7 +164,7 @@ def test_preempted_requests_keep_their_grammar_state(bpe_ckpt, greedy_reference)
 
     path, _, _ = bpe_ckpt
     small = Engine.from_pretrained(path, page_size=8, num_pages=20, max_model_len=300,
-                                   max_num_seqs=8)
+                                   max_num_seqs=8, grammar_backend="xgrammar")
     names = ["order", "refs", "payment", "contact", "login", "sentiment"]
     params = [SamplingParams(max_tokens=120, temperature=0.0,
                              response_format=schema_format(SCHEMAS[n])) for n in names]

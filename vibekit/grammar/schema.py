@@ -1,13 +1,16 @@
 """JSON schemas before compiling: validate, tighten what xgrammar would get wrong, reject the rest.
 
-Keywords the grammar cannot enforce (xgrammar ignores or approximates them; see workarounds.py):
-uniqueItems, multipleOf on non-integers, not, oneOf, allOf with several branches, contains /
-minContains / maxContains, if / then / else, dependentRequired / dependentSchemas /
-dependencies, propertyNames beyond a pattern, format with minLength / maxLength, and pattern
-with minLength / maxLength when the pattern is not a single repeated atom. With
-`"strict": true` they are rejected with an InvalidRequestError listing where they are; without
-it they are compiled best effort: the output is always valid JSON and satisfies every other
-keyword.
+Keywords xgrammar cannot enforce (it ignores or approximates them; see workarounds.py; found
+by the fuzzer and by MaskBench, benchmarks/bench_maskbench.py): uniqueItems, multipleOf on
+non-integers, not, oneOf (unless rewrite.py proves its branches disjoint), allOf with several
+branches, anyOf / allOf beside other constraining keywords (their siblings are dropped),
+contains / minContains / maxContains, if / then / else, dependentRequired / dependentSchemas /
+dependencies, propertyNames beyond a pattern, format with minLength / maxLength, with a pattern
+or without "type": "string", $ref other than a JSON pointer into the schema ("#foo" ids), and
+pattern with minLength / maxLength when the pattern is not a single repeated atom. Under strict
+(the default) they are rejected with an UnsupportedSchemaError listing where they are; with
+`"strict": false` they are compiled best effort: the output is always valid JSON and satisfies
+every other keyword.
 
 Tightened (any schema): `pattern` with minLength / maxLength, when the pattern is one repeated
 atom (`^[a-z ]+$`), becomes a pattern with the length bounds in its quantifier; every pattern
@@ -17,11 +20,11 @@ keywords (xgrammar emits any listed value) are dropped, and a `const` that break
 
 from __future__ import annotations
 
-import copy
 import re
 from typing import Any
 
 from vibekit.errors import InvalidRequestError
+from vibekit.grammar.rewrite import rewrite_schema
 from vibekit.grammar.workarounds import exclude_surrogates
 
 _NEVER = ("not", "if", "then", "else", "contains", "minContains", "maxContains",
@@ -37,23 +40,39 @@ _SIMPLE = re.compile(
 )
 
 
+class UnsupportedSchemaError(InvalidRequestError):
+    """The schema is valid but uses a keyword a grammar backend cannot enforce (a 400)."""
+
+
+class InvalidSchemaError(InvalidRequestError):
+    """The schema breaks its meta-schema: no backend can help (a 400)."""
+
+
 def prepare_json_schema(schema: dict[str, Any], strict: bool) -> dict[str, Any]:
-    """Validate `schema` against its meta-schema, tighten it, and under `strict` reject keywords
-    the grammar cannot enforce. Returns a new schema; raises InvalidRequestError."""
-    _check_meta_schema(schema)
-    schema = copy.deepcopy(schema)
+    """For xgrammar: validate `schema` against its meta-schema, rewrite it (rewrite.py), tighten
+    it, and under `strict` reject keywords the grammar cannot enforce. Returns a new schema;
+    raises UnsupportedSchemaError or InvalidRequestError."""
+    check_meta_schema(schema)
+    schema = rewrite_schema(schema)
     unsupported: list[str] = []
     _walk(schema, "#", unsupported)
     if strict and unsupported:
-        raise InvalidRequestError(
-            "response_format.json_schema (strict) uses keywords structured output cannot "
-            f"enforce: {', '.join(unsupported[:8])}; remove them or set strict to false "
+        raise UnsupportedSchemaError(
+            "response_format.json_schema uses keywords xgrammar cannot enforce: "
+            f"{', '.join(unsupported[:8])}; remove them or set \"strict\": false "
             "(then they are not enforced)"
         )
     return schema
 
 
-def _check_meta_schema(schema: dict[str, Any]) -> None:
+def prepare_for_llguidance(schema: dict[str, Any]) -> dict[str, Any]:
+    """For llguidance: validate `schema` against its meta-schema and rewrite it (rewrite.py);
+    llguidance itself refuses what it cannot enforce."""
+    check_meta_schema(schema)
+    return rewrite_schema(schema)
+
+
+def check_meta_schema(schema: dict[str, Any]) -> None:
     try:
         import jsonschema
     except ImportError:  # the grammar compiler still rejects what it cannot parse
@@ -63,7 +82,7 @@ def _check_meta_schema(schema: dict[str, Any]) -> None:
         cls.check_schema(schema)
     except jsonschema.SchemaError as e:
         where = "/".join(str(p) for p in e.absolute_path) or "(root)"
-        raise InvalidRequestError(
+        raise InvalidSchemaError(
             f"response_format.json_schema.schema is not a valid JSON Schema: at {where}: "
             f"{e.message}"
         ) from None
@@ -88,6 +107,14 @@ def _walk(node: Any, path: str, unsupported: list[str]) -> None:
         unsupported.append(f"{path}/propertyNames (only a pattern)")
     if "format" in node and ("minLength" in node or "maxLength" in node):
         unsupported.append(f"{path}/format with minLength/maxLength")
+    if "format" in node and ("pattern" in node or node.get("type") != "string"):
+        unsupported.append(f"{path}/format without type string, or with pattern")
+    ref = node.get("$ref")
+    if isinstance(ref, str) and not (ref == "#" or ref.startswith("#/")):
+        unsupported.append(f"{path}/$ref {ref!r} (only JSON pointers into the schema)")
+    for key in ("anyOf", "allOf"):
+        if isinstance(node.get(key), list) and set(node) - _INERT - {key}:
+            unsupported.append(f"{path}/{key} beside other keywords")
     if "enum" in node or "const" in node:
         _drop_values_breaking_siblings(node, path)
     if isinstance(node.get("pattern"), str):
@@ -141,6 +168,9 @@ def _fold_lengths(node: dict[str, Any]) -> bool:
 
 
 _ANNOTATIONS = {"enum", "const", "title", "description", "default", "examples", "$comment"}
+# Keywords that constrain nothing (xgrammar drops the siblings of anyOf / allOf, see _walk).
+_INERT = {"$defs", "definitions", "$schema", "$id", "id", "title", "description", "default",
+          "examples", "$comment", "deprecated", "readOnly", "writeOnly"}
 
 
 def _drop_values_breaking_siblings(node: dict[str, Any], path: str) -> None:

@@ -30,6 +30,7 @@ from vibekit.core.request import Request
 from vibekit.core.sampling_params import SamplingParams
 from vibekit.errors import InvalidRequestError
 from vibekit.grammar import GrammarBackend, GrammarMasker
+from vibekit.grammar.stop_ids import resolve_stop_token_ids
 from vibekit.kvcache import PagedKVCache
 from vibekit.logits import LogitsProcessor, PenaltiesProcessor
 from vibekit.runtime.cache import make_cache
@@ -83,14 +84,17 @@ class Engine:
         self.cache = make_cache(model.cache_spec(), config)
         self.num_pages = self.cache.num_pages
         self.scheduler = Scheduler(config.scheduler, self.cache)
-        eos = set(eos_token_ids) | set(config.model.eos_token_ids)
-        if tokenizer is not None and getattr(tokenizer, "eos_token_id", None) is not None:
-            eos.add(tokenizer.eos_token_id)
-        self.eos_token_ids = frozenset(eos)
-        # Structured output: compiles nothing (nor imports xgrammar) until a request asks.
+        # One stop set for the engine and its grammars (warns on ordinary-token EOS ids).
+        self.eos_token_ids = frozenset(resolve_stop_token_ids(
+            tokenizer, [*eos_token_ids, *config.model.eos_token_ids]))
+        # Structured output: compiles nothing (nor imports a grammar library) until asked.
         self.grammars = GrammarBackend(tokenizer, config.model.vocab_size,
-                                       sorted(self.eos_token_ids))
-        self.grammar_masker = GrammarMasker(config.model.vocab_size, torch.device(config.device))
+                                       sorted(self.eos_token_ids), backend=config.grammar_backend,
+                                       whitespace=config.grammar_whitespace,
+                                       jump_forward=config.grammar_jump_forward)
+        overlap = {"auto": None, "always": True, "never": False}[config.grammar_overlap]
+        self.grammar_masker = GrammarMasker(config.model.vocab_size, torch.device(config.device),
+                                            overlap=overlap)
         # The logits processors, in order: guidance, grammar mask, penalties and biases.
         self.runner = ModelRunner(model, config, self.cache,
                                   [GuidanceProcessor(), self.grammar_masker, PenaltiesProcessor()])
@@ -113,10 +117,14 @@ class Engine:
         enable_prefix_caching, max_num_batched_tokens, max_num_seqs, enable_chunked_prefill,
         attention_backend ("auto", "torch", "triton", "ref"), use_cuda_graphs,
         cuda_graph_batch_sizes, seed, num_threads (CPU, process-wide), linear_backend
-        ("auto", "cpu", "torch"), quantization (None, "int8"); predicted outputs:
-        num_draft_tokens, adaptive_draft, max_draft_tokens, enable_predictions; hybrid models:
-        snapshot_policy, snapshot_every_pages, snapshot_memory_bytes; tensor_parallel_size
-        (dense llama-family models: shard over N ranks, vibekit.distributed.tp).
+        ("auto", "cpu", "torch"), quantization (None, "int8"); structured output:
+        grammar_backend ("auto", "llguidance", "xgrammar"; see vibekit.grammar.backend),
+        grammar_jump_forward, grammar_whitespace ("compact", "free"; defaults for requests that
+        do not say), grammar_overlap ("auto", "always", "never": fill masks during the
+        forward); predicted outputs: num_draft_tokens, adaptive_draft, max_draft_tokens,
+        enable_predictions; hybrid models: snapshot_policy, snapshot_every_pages,
+        snapshot_memory_bytes; tensor_parallel_size (dense llama-family models: shard over N
+        ranks, vibekit.distributed.tp).
         """
         from vibekit.models import load_model
 
