@@ -118,7 +118,7 @@ class LLMStack:
             raise ValueError(f"a workload request must have n = 1, got {req.n}")
         budget = prompts.resolve_max_tokens(len(ids), max_tokens, engine.config.max_model_len,
                                             param)
-        params = sampling_params(req, budget, 0)
+        params = sampling_params(req, budget, 0, req.structured_format)
         prediction = token_pred if token_pred is not None else (
             req.prediction.text if req.prediction else None)
         return ids, params, prediction
