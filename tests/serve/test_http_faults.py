@@ -189,14 +189,17 @@ def test_a_request_past_its_timeout_is_504_and_a_stream_gets_an_in_band_error():
 
 def test_grammars_compile_in_the_worker_threads_not_on_the_engine_thread(server, http):
     backend = server.engine.engine.grammars
-    tokenizer = backend.tokenizer
-    real_compile, threads = tokenizer.compile, []
+    tokenizers = [backend.tokenizer_for(name) for name in ("xgrammar", "llguidance")]
+    threads = []
 
-    def compile_and_record(spec):
-        threads.append(threading.current_thread().name)
-        return real_compile(spec)
+    def recording(real):
+        def compile_and_record(spec):  # whichever library the auto choice compiles with
+            threads.append(threading.current_thread().name)
+            return real(spec)
+        return compile_and_record
 
-    tokenizer.compile = compile_and_record
+    for tokenizer in tokenizers:
+        tokenizer.compile = recording(tokenizer.compile)
     try:
         schema = {"type": "object", "properties": {"k": {"enum": ["compiled", "off", "loop"]}},
                   "required": ["k"]}
@@ -205,6 +208,7 @@ def test_grammars_compile_in_the_worker_threads_not_on_the_engine_thread(server,
             "model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 16,
             "temperature": 0, "response_format": fmt})
     finally:
-        del tokenizer.compile
+        for tokenizer in tokenizers:
+            del tokenizer.compile
     assert r.status_code == 200
     assert threads and all(name.startswith("vibekit-prepare") for name in threads), threads

@@ -140,9 +140,12 @@ def test_instructor_tools_mode_gets_a_validated_object(client):
     instructor = pytest.importorskip("instructor")
     from typing import Literal
 
-    from pydantic import BaseModel
+    from pydantic import BaseModel, ConfigDict
 
     class Weather(BaseModel):
+        # NOTE: closed (additionalProperties false): the open schema lets a random-weight model
+        # add properties until max_tokens, which the llguidance grammar rightly allows.
+        model_config = ConfigDict(extra="forbid")
         city: Literal["Paris", "Oslo", "Lima"]
         freezing: bool
 

@@ -5,7 +5,7 @@ keywords it cannot enforce (oneOf, not, if/then/else, dependencies, uniqueItems,
 ...), which is what "auto" relies on (select.py). Its masks are computed per step from a token
 trie, so compiling is cheap and the mask costs tens of microseconds even at a 128k vocabulary.
 
-Importing this module does not import llguidance (pip install 'vibekit[grammar]').
+Importing this module does not import llguidance (from the checkout: pip install -e ".[grammar]").
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def import_llguidance() -> Any:
     except ImportError:
         raise InvalidRequestError(
             "grammar_backend 'llguidance' needs llguidance, which is not installed: "
-            "pip install 'vibekit[grammar]'"
+            "from the checkout: pip install -e '.[grammar]'"
         ) from None
     return llguidance
 
