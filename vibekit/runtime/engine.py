@@ -33,6 +33,7 @@ from vibekit.grammar import GrammarBackend, GrammarMasker
 from vibekit.grammar.stop_ids import resolve_stop_token_ids
 from vibekit.kvcache import PagedKVCache
 from vibekit.logits import LogitsProcessor, PenaltiesProcessor
+from vibekit.models.linear import pack_linears
 from vibekit.runtime.cache import make_cache
 from vibekit.runtime.input_processor import InputProcessor
 from vibekit.runtime.model_runner import ModelRunner
@@ -70,8 +71,6 @@ class Engine:
             torch.set_num_threads(config.num_threads)
         self.model_config = config.model
         self.tokenizer = tokenizer
-        from vibekit.models.linear import pack_linears
-
         # Prepack the projections for the CPU kernel (or keep nn.Linear); once per model.
         self.linear_backend = pack_linears(model, config.linear_backend, config.quantization)
         self.model = model

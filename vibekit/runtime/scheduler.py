@@ -89,27 +89,12 @@ class Scheduler:
             if draft and not cache.can_allocate(req, num_new + len(draft)):
                 draft = []  # verify later; never preempt others for a speculative block
             num_new += len(draft)
-            scheduled = True
             companion, num_aux = self._companion(req, req.num_computed_tokens + num_new)
-            while companion is not None and not cache.can_allocate(companion, num_aux):
-                victim = self.running.pop()
-                self._preempt(victim)
-                batch.num_preempted += 1
-                if victim is req:
-                    scheduled = False
-                    break
-            if not scheduled:
-                break
             if companion is not None:
-                cache.allocate(companion, num_aux)
-            while not cache.can_allocate(req, num_new):
-                victim = self.running.pop()
-                self._preempt(victim)
-                batch.num_preempted += 1
-                if victim is req:
-                    scheduled = False
+                if not self._make_room(req, companion, num_aux, batch):
                     break
-            if not scheduled:
+                cache.allocate(companion, num_aux)
+            if not self._make_room(req, req, num_new, batch):
                 break
             cache.allocate(req, num_new, len(draft))
             batch.add(req, num_new, draft)
@@ -157,6 +142,18 @@ class Scheduler:
                 batch.add_aux(companion, num_aux)
             budget -= num_new + num_aux
         return batch
+
+    def _make_room(self, req: Request, target: Request, num_new: int,
+                   batch: ScheduledBatch) -> bool:
+        """Preempt the most recently arrived running requests until `target` (req itself, or
+        its guidance companion) can reserve num_new slots; False if req itself was preempted."""
+        while not self.cache.can_allocate(target, num_new):
+            victim = self.running.pop()
+            self._preempt(victim)
+            batch.num_preempted += 1
+            if victim is req:
+                return False
+        return True
 
     @staticmethod
     def _companion(req: Request, computed_after: int) -> tuple[Request | None, int]:
