@@ -89,6 +89,7 @@ class LLMStack:
         """(prompt ids, SamplingParams, prediction) for one OpenAI-shaped request, mapped the
         way vibekit.serve maps an HTTP body (defaults, max_tokens, chat template)."""
         from vibekit.serve import prompts
+        from vibekit.serve.prepare import render_request
         from vibekit.serve.protocol import ChatCompletionRequest, CompletionRequest
         from vibekit.serve.serving import sampling_params
 
@@ -103,7 +104,7 @@ class LLMStack:
         tok, engine = self.engine.tokenizer, self.engine
         if "messages" in body:
             req: Any = ChatCompletionRequest.model_validate(body)
-            text = prompts.render_chat(tok, [m.as_template_input() for m in req.messages])
+            text = render_request(tok, req)
             ids = prompts.encode(tok, text, add_special_tokens=False)
             param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
             max_tokens = req.requested_max_tokens

@@ -65,13 +65,7 @@ class Preparer:
         req.check_supported()
 
     def _render(self, req: ChatCompletionRequest) -> str:
-        native = prompts.template_knows_tools(self.tokenizer)
-        messages = tools.template_messages(req.messages, native)
-        listed = tools.template_tools(req)
-        if listed and not native:
-            messages = [tools.tools_system_message(listed), *messages]
-            listed = None
-        return prompts.render_chat(self.tokenizer, messages, listed)
+        return render_request(self.tokenizer, req)
 
     def _prediction(self, req: SamplingRequest) -> list[int] | None:
         """The predicted output as token ids, tokenized here rather than on the engine thread
@@ -108,3 +102,16 @@ class Preparer:
                            include_usage=req.include_usage,
                            return_token_ids=req.return_token_ids, timeout=timeout,
                            tool_request=tool_request)
+
+
+def render_request(tokenizer: Any, req: ChatCompletionRequest) -> str:
+    """The prompt text of a chat request: messages (and tools) through the chat template; a
+    template that does not know tools gets them as a system message. vibekit_agents renders
+    workload requests with this too, so tuning measures what the server serves."""
+    native = prompts.template_knows_tools(tokenizer)
+    messages = tools.template_messages(req.messages, native)
+    listed = tools.template_tools(req)
+    if listed and not native:
+        messages = [tools.tools_system_message(listed), *messages]
+        listed = None
+    return prompts.render_chat(tokenizer, messages, listed)
