@@ -435,5 +435,6 @@ class TPModel(nn.Module):
         self._finalizer()
 
     def load_weights(self, weights: Any) -> None:
-        raise NotImplementedError("a tensor-parallel model loads its weights at start "
-                                  "(TPModel.start); load the full model, then shard it")
+        # Refused, not missing: each rank already holds its shard, cut at start.
+        raise RuntimeError("a tensor-parallel model loads its weights at start "
+                           "(TPModel.start); load the full model, then shard it")
