@@ -256,3 +256,17 @@ def test_implement_judge_rejects_fix_accept(tiny_scenario, tiny_prepared, tmp_pa
     assert "proposal" not in listing and "transcripts" not in listing
     assert "trust me" not in json.dumps([r["body"] for r in judge])
     assert (out / "transcripts" / "round-01" / "implementer.json").is_file()
+
+
+def test_each_role_runs_in_its_own_process_on_its_own_view(claude_run):
+    import os
+
+    out, _, _ = claude_run
+    pids = {json.loads(p.read_text())["pid"]
+            for p in (out / "transcripts" / "round-01").glob("*.json")}
+    assert len(pids) == 4 and os.getpid() not in pids
+    # The views were thrown away once each role finished; the spec files hold no key.
+    roles = out / "roles" / "round-01"
+    assert not list(roles.glob("*-view"))
+    assert {p.name for p in roles.glob("*.spec.json")} == {
+        f"{r}.spec.json" for r in ("planner", "implementer", "judge", "evaluator")}
