@@ -35,7 +35,7 @@ def candidates(ws: list[torch.Tensor], m: int, quant: str | None) -> dict:
     out = {}
     if cpu_kernel_available():
         ps = [pack_linear(w, quantization=quant, keep_weight=False) for w in ws]
-        out["vibekit kernel" + (" int8" if quant else "")] = (
+        out["vibekit kernel" + (f" {quant}" if quant else "")] = (
             lambda: [linear_cpu(xs[p.in_features], p) for p in ps], sum(p.nbytes for p in ps))
     if quant:
         return out
@@ -70,7 +70,8 @@ def main() -> None:
           f"(shared machine)")
     results = []
     for dtype, quant in [(torch.float32, None), (torch.bfloat16, None), (torch.float32, "int8"),
-                         (torch.bfloat16, "int8")]:
+                         (torch.bfloat16, "int8"), (torch.float32, "w8a8"),
+                         (torch.bfloat16, "w8a8")]:
         ws = [(torch.randn(n, k) / k**0.5).to(dtype) for n, k in shapes]
         for m in [int(r) for r in args.rows.split(",")]:
             cands = candidates(ws, m, quant)

@@ -155,9 +155,11 @@ def make_workers(args, model: Path, dtype: str, threads: int, work: Path) -> lis
             out.append(Worker("vibekit", [me, worker, "vibekit", str(model), dtype, str(threads)],
                               fbytes, env))
             if args.int8:
-                opts = json.dumps({"quantization": "int8"})
-                out.append(Worker("vibekit int8", [me, worker, "vibekit", str(model), dtype,
-                                                   str(threads), opts], qbytes, env))
+                for quant in ("int8", "w8a8"):
+                    opts = json.dumps({"quantization": quant})
+                    out.append(Worker(f"vibekit {quant}", [me, worker, "vibekit", str(model),
+                                                           dtype, str(threads), opts], qbytes,
+                                      env))
         elif engine == "vibekit-torch":
             opts = json.dumps({"linear_backend": "torch"})
             out.append(Worker("vibekit (torch linear)", [me, worker, "vibekit", str(model), dtype,
@@ -216,7 +218,7 @@ def main() -> None:
     ap.add_argument("--out-len", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--int8", action="store_true",
-                    help="also vibekit quantization='int8' and llama.cpp Q8_0")
+                    help="also vibekit quantization='int8' and 'w8a8', and llama.cpp Q8_0")
     ap.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "vibekit_peers"))
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()

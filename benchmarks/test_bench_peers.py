@@ -21,3 +21,10 @@ def test_cpu_decode_benchmark_runs_in_quick_mode(script, tmp_path):
                            *extra], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert json.loads(out.read_text())
+
+
+def test_quantization_agreement_runs_in_quick_mode():
+    proc = subprocess.run([sys.executable, str(HERE / "quant_agreement.py"), "--quick"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "| float32 | w8a8 |" in proc.stdout

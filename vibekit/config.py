@@ -248,8 +248,9 @@ class EngineConfig:
     # small machine, fewer threads than cores avoids OpenMP oversubscription stalls.
     num_threads: int | None = None
     # Linear layers: "auto" (the AVX512 prepacked kernel on CPU where it builds, else torch),
-    # "cpu" (that kernel, or an error), "torch" (nn.Linear); quantization None or "int8"
-    # (weight-only, per-output-channel scales). See vibekit/models/linear.py.
+    # "cpu" (that kernel, or an error), "torch" (nn.Linear); quantization None, "int8"
+    # (weight-only, per-output-channel scales) or "w8a8" (int8 weights and per-row int8
+    # activations, the numerics of llama.cpp's Q8_0). See vibekit/ops/linear.py.
     linear_backend: str = "auto"
     quantization: str | None = None
     # Tensor parallelism (vibekit.distributed.tp): shard the model over this many ranks.
@@ -269,9 +270,9 @@ class EngineConfig:
         if self.linear_backend not in LINEAR_BACKENDS:
             raise ValueError(f"linear_backend={self.linear_backend!r} is not supported; use one "
                              f"of {list(LINEAR_BACKENDS)}")
-        if self.quantization not in (None, "int8"):
-            raise ValueError(f"quantization={self.quantization!r} is not supported; use None "
-                             "or 'int8'")
+        if self.quantization not in (None, "int8", "w8a8"):
+            raise ValueError(f"quantization={self.quantization!r} is not supported; use None, "
+                             "'int8' or 'w8a8'")
         if (not isinstance(self.tensor_parallel_size, int)
                 or isinstance(self.tensor_parallel_size, bool) or self.tensor_parallel_size < 1):
             raise ValueError(f"tensor_parallel_size must be an integer >= 1, got "

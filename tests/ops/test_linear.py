@@ -14,6 +14,7 @@ from vibekit.ops.linear import (
     cpu_kernel_available,
     linear,
     linear_ref,
+    linear_w8a8_ref,
     pack_linear,
     quantize_int8,
     unpack_weight,
@@ -79,7 +80,33 @@ def test_int8_kernel_matches_dequantized_reference(n, k, dtype):
 
 
 @needs_kernel
-@pytest.mark.parametrize("quantization", [None, "int8"])
+@pytest.mark.parametrize("n,k", [(1, 1), (19, 989), (989, 19), (99, 99), (130, 577)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_w8a8_kernel_gives_the_reference_bits(n, k, dtype):
+    x, w, b = make(9, n, k, dtype, seed=n * k + 1)
+    x[3] = 0  # an all-zero row (scale 1)
+    packed = pack_linear(w, b, quantization="w8a8")
+    q, scale = quantize_int8(w)
+    assert packed.quantization == "w8a8" and torch.equal(unpack_weight(packed), q)
+    got = linear(x, packed, backend="cpu")
+    assert torch.equal(got, linear_w8a8_ref(x, q, scale, b))
+    assert torch.equal(got, linear(x, packed, backend="torch"))
+    # Within the two roundings (activations per row, weights per channel) of the float result.
+    expected = float64_linear(x, w, b)
+    err = (got.double() - expected).norm() / expected.norm()
+    assert err < 0.03, err
+
+
+def test_w8a8_reference_quantizes_each_row_half_to_even():
+    w = torch.eye(4, dtype=torch.int8)
+    x = torch.tensor([[127.0, 63.5, -0.5, 1.5], [0.0, 0.0, 0.0, 0.0]])
+    y = linear_w8a8_ref(x, w, torch.ones(4))
+    # s = 1: 63.5 -> 64, -0.5 -> -0, 1.5 -> 2 (half to even); the zero row stays zero
+    assert y.tolist() == [[127.0, 64.0, 0.0, 2.0], [0.0, 0.0, 0.0, 0.0]]
+
+
+@needs_kernel
+@pytest.mark.parametrize("quantization", [None, "int8", "w8a8"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_rows_are_bit_identical_whatever_the_number_of_rows(dtype, quantization):
     # NOTE: the batch-invariance contract (issue 16): a row alone, in a batch of 16, in a

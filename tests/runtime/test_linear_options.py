@@ -21,7 +21,7 @@ def layers(engine, cls):
 
 @pytest.mark.parametrize("option,value,allowed", [
     ("linear_backend", "mkl", "'auto', 'cpu', 'torch'"),
-    ("quantization", "int4", "None or 'int8'"),
+    ("quantization", "int4", "None, 'int8' or 'w8a8'"),
 ])
 def test_unsupported_linear_options_are_refused_naming_the_allowed_values(option, value, allowed):
     with pytest.raises(ValueError, match=f"{option}={value!r} is not supported.*{allowed}"):
@@ -35,7 +35,7 @@ def test_torch_backend_keeps_nn_linear():
 
 
 @needs_kernel
-@pytest.mark.parametrize("quantization", [None, "int8"])
+@pytest.mark.parametrize("quantization", [None, "int8", "w8a8"])
 def test_auto_backend_packs_every_projection(quantization):
     engine = Engine.from_pretrained("dummy:tiny-llama", quantization=quantization)
     assert engine.linear_backend == "cpu"
@@ -58,11 +58,12 @@ def test_packed_engine_gives_the_torch_engines_greedy_tokens(dtype):
 
 
 @needs_kernel
-def test_int8_engine_mostly_agrees_with_the_float_engine_on_the_zoo_model():
+@pytest.mark.parametrize("quantization", ["int8", "w8a8"])
+def test_quantized_engine_mostly_agrees_with_the_float_engine_on_the_zoo_model(quantization):
     prompts = [[3, 17, 99, 200, 45, 12, 77, 300]]
     params = SamplingParams(max_tokens=48, temperature=0.0, ignore_eos=True)
     full = Engine.from_pretrained("zoo:code-edit-tiny").generate(prompts, params)[0].token_ids
     q = Engine.from_pretrained("zoo:code-edit-tiny",
-                               quantization="int8").generate(prompts, params)[0].token_ids
+                               quantization=quantization).generate(prompts, params)[0].token_ids
     prefix = next((i for i, (a, b) in enumerate(zip(full, q)) if a != b), len(full))
     assert prefix >= 16, (prefix, full, q)

@@ -15,6 +15,7 @@ from torch import nn
 
 from vibekit.config import LINEAR_BACKENDS
 from vibekit.ops.linear import (
+    QUANTIZATIONS,
     PackedLinear,
     cpu_kernel_available,
     linear,
@@ -63,13 +64,14 @@ def pack_linears(model: nn.Module, backend: str = "auto", quantization: str | No
     """Swap the model's packable `nn.Linear`s for `PackedLinearLayer`s; returns the backend used.
 
     backend "torch" keeps `nn.Linear` (with quantization="int8" the weights are rounded to int8
-    and dequantized in place: int8 numerics at float speed, where the kernel is missing).
+    and dequantized in place: int8 numerics at float speed, where the kernel is missing; with
+    "w8a8" the layers run the torch reference of the kernel's numerics, slowly).
     Models opt in with `packable_linears() -> dict[name, (weight, bias)]`; others are left as
     they are (returns "torch"). Call once, after `load_weights`.
     """
-    if backend not in LINEAR_BACKENDS or quantization not in (None, "int8"):
+    if backend not in LINEAR_BACKENDS or quantization not in QUANTIZATIONS:
         raise ValueError(f"linear_backend={backend!r} / quantization={quantization!r}: use one "
-                         f"of {list(LINEAR_BACKENDS)} and None or 'int8'")
+                         f"of {list(LINEAR_BACKENDS)} and one of {list(QUANTIZATIONS)}")
     if not hasattr(model, "packable_linears"):
         if quantization is not None:
             raise ValueError(f"quantization={quantization!r} is not supported for "
@@ -82,7 +84,7 @@ def pack_linears(model: nn.Module, backend: str = "auto", quantization: str | No
                          f"not {device}")
     targets = model.packable_linears()
     for name, (weight, bias) in targets.items():
-        if resolved == "torch":
+        if resolved == "torch" and quantization != "w8a8":
             if quantization is None:
                 continue
             # A fresh nn.Linear (not an in-place edit: a tied head shares the embedding).

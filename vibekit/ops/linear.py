@@ -6,7 +6,10 @@ Three pieces, like every op here:
 - `linear_cpu(x, packed)`: a C++ kernel (`ops/csrc/linear_cpu.cpp`, built on first use with
   torch.utils.cpp_extension and cached) over weights repacked once by `pack_linear` into groups
   of 64 output channels: float32, bfloat16 (avx512_bf16 dot products, float32 accumulate) or
-  weight-only int8 with per-output-channel scales (dequantized in registers).
+  weight-only int8 with per-output-channel scales (dequantized in registers), or "w8a8": int8
+  weights times int8 activations quantized per row at run time (symmetric, max|x|/127), summed
+  exactly in int32 by avx512_vnni dot products — the numerics of llama.cpp's Q8_0 x Q8_0 dot
+  (with one scale per row and per output channel instead of one per 32 values).
 - `linear(x, packed, backend="auto")`: picks the kernel when it is available, else torch.
 
 NOTE (batch invariance): the kernel accumulates each output element in one fixed order
@@ -30,16 +33,16 @@ from vibekit.ops.registry import register, resolve, set_auto_order
 logger = logging.getLogger(__name__)
 
 LINEAR_BACKENDS = ("auto", "cpu", "torch", "ref")
-QUANTIZATIONS = (None, "int8")
+QUANTIZATIONS = (None, "int8", "w8a8")
 # Output channels per packed group; must match kGroup in csrc/linear_cpu.cpp.
 _GROUP = 64
 _KIND = {torch.float32: 0, torch.bfloat16: 1, torch.int8: 2}
 # The instructions the kernel is compiled for (gcc -m flags / /proc/cpuinfo flag names).
-_REQUIRED_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "fma")
+_REQUIRED_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni", "fma")
 # NOTE: -ffp-contract=off: only the kernel's explicit FMAs fuse, so every row-tile height rounds
 # the same way (an implicit mul+add contraction broke bit-identity across M).
 _CFLAGS = ["-O3", "-ffp-contract=off", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16",
-           "-mfma", "-fopenmp"]
+           "-mavx512vnni", "-mfma", "-fopenmp"]
 
 
 def linear_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -58,13 +61,32 @@ def linear_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     return y.to(x.dtype)
 
 
+def linear_w8a8_ref(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor,
+                    bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Reference of the "w8a8" linear: weight [N, K] int8 with per-channel `scale` [N]; each row
+    of x [M, K] is quantized to int8 with s = max|row| / 127 (1 for a zero row), q = round(x / s)
+    (half to even) clamped to [-127, 127]; y = float(sum_k q * W) * (s * scale[n]) + bias, the sum
+    exact (integers), returned in x's dtype. The kernel gives these exact bits."""
+    xf = x.float()
+    amax = xf.abs().amax(dim=-1, keepdim=True)
+    s = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    q = torch.round(xf / s).clamp_(-127, 127)
+    acc = (q.double() @ weight.double().T).float()  # exact: |acc| < 2**53
+    y = acc * (s * scale.float()[None, :])
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(x.dtype)
+
+
 @dataclass(frozen=True)
 class PackedLinear:
     """A weight repacked for `linear_cpu`, plus what `linear` needs to run it another way.
 
-    data: fp32 [G, K, 64] / bf16 [G, ceil(K/2), 64, 2] / int8 [G, K, 64] with G = ceil(N/64).
+    data: fp32 [G, K, 64] / bf16 [G, ceil(K/2), 64, 2] / int8 [G, K, 64] / w8a8 int8
+    [G, ceil(K/4), 64, 4] with G = ceil(N/64).
     weight: the unpacked weight [N, K] (x's dtype, or int8) for the torch path, or None when the
-    caller dropped it to save memory. scale: [G * 64] float32 (int8 only). bias: [N] float32.
+    caller dropped it to save memory. scale: [G * 64] float32 (int8, w8a8). bias: [N] float32.
+    comp: [G * 64] int32, 128 * sum_k W[n, k] (w8a8 only).
     """
 
     data: torch.Tensor
@@ -74,15 +96,19 @@ class PackedLinear:
     weight: torch.Tensor | None
     scale: torch.Tensor | None
     bias: torch.Tensor | None
+    comp: torch.Tensor | None = None
 
     @property
     def quantization(self) -> str | None:
-        return "int8" if self.data.dtype == torch.int8 else None
+        if self.data.dtype != torch.int8:
+            return None
+        return "w8a8" if self.data.dim() == 4 else "int8"
 
     @property
     def nbytes(self) -> int:
         """Bytes the kernel reads per call (weights, scales, bias)."""
-        extra = sum(t.numel() * t.element_size() for t in (self.scale, self.bias) if t is not None)
+        extra = sum(t.numel() * t.element_size() for t in (self.scale, self.bias, self.comp)
+                    if t is not None)
         return self.data.numel() * self.data.element_size() + extra
 
 
@@ -105,6 +131,8 @@ def pack_linear(weight: torch.Tensor, bias: torch.Tensor | None = None, *,
 
         packed = pack_linear(layer.weight, layer.bias, quantization="int8")
         y = linear(x, packed)                      # x [M, K] -> [M, N]
+
+    quantization: None, "int8" (weight-only) or "w8a8" (int8 weights and activations).
     """
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization={quantization!r} is not supported; use one of "
@@ -116,13 +144,19 @@ def pack_linear(weight: torch.Tensor, bias: torch.Tensor | None = None, *,
     n, k = weight.shape
     groups = -(-n // _GROUP)
     pad_n = groups * _GROUP - n
-    scale = None
+    scale = comp = None
     w = weight.detach()
-    if quantization == "int8":
+    if quantization in ("int8", "w8a8"):
         w, scale = quantize_int8(w)
         scale = F.pad(scale, (0, pad_n), value=1.0).contiguous()
     w_pad = F.pad(w, (0, 0, 0, pad_n)) if pad_n else w
-    if w.dtype == torch.bfloat16:
+    if quantization == "w8a8":
+        comp = F.pad(128 * w.to(torch.int32).sum(dim=1, dtype=torch.int32), (0, pad_n))
+        comp = comp.to(torch.int32).contiguous()
+        k4 = -(-k // 4)
+        w_pad = F.pad(w_pad, (0, 4 * k4 - k))  # zero columns so k quads are whole
+        data = w_pad.view(groups, _GROUP, k4, 4).permute(0, 2, 1, 3)  # [G, K/4, 64, 4]
+    elif w.dtype == torch.bfloat16:
         w_pad = F.pad(w_pad, (0, k % 2))  # zero column so k pairs are whole
         data = w_pad.view(groups, _GROUP, -1, 2).permute(0, 2, 1, 3)  # [G, K/2, 64, 2]
     else:
@@ -130,7 +164,7 @@ def pack_linear(weight: torch.Tensor, bias: torch.Tensor | None = None, *,
     return PackedLinear(
         data=data.contiguous(), out_features=n, in_features=k, dtype=dtype,
         weight=w.contiguous() if keep_weight else None, scale=scale,
-        bias=None if bias is None else bias.detach().float().contiguous(),
+        bias=None if bias is None else bias.detach().float().contiguous(), comp=comp,
     )
 
 
@@ -138,8 +172,8 @@ def unpack_weight(packed: PackedLinear) -> torch.Tensor:
     """The weight [N, K] held by `packed.data` (int8 stays int8): inverse of the repacking."""
     n, k = packed.out_features, packed.in_features
     d = packed.data
-    if d.dtype == torch.bfloat16:
-        w = d.permute(0, 2, 1, 3).reshape(-1, d.shape[1] * 2)[:, :k]
+    if d.dim() == 4:  # bf16 pairs [G, K/2, 64, 2] or w8a8 quads [G, K/4, 64, 4]
+        w = d.permute(0, 2, 1, 3).reshape(-1, d.shape[1] * d.shape[3])[:, :k]
     else:
         w = d.permute(0, 2, 1).reshape(-1, k)
     return w[:n]
@@ -238,6 +272,10 @@ def linear_cpu(x: torch.Tensor, packed: PackedLinear) -> torch.Tensor:
     lead = x.shape[:-1]
     x2 = x.reshape(-1, packed.in_features).contiguous()
     empty = _EMPTY
+    if packed.comp is not None:
+        y = module.packed_linear_w8a8(x2, packed.data, packed.out_features, packed.scale,
+                                      packed.comp, empty if packed.bias is None else packed.bias)
+        return y.view(*lead, packed.out_features)
     y = module.packed_linear(x2, packed.data, _KIND[packed.data.dtype], packed.out_features,
                              empty if packed.scale is None else packed.scale,
                              empty if packed.bias is None else packed.bias)
@@ -248,6 +286,8 @@ _EMPTY = torch.empty(0)
 
 
 def _linear_torch(x: torch.Tensor, packed: PackedLinear) -> torch.Tensor:
+    if packed.comp is not None:  # w8a8: its numerics are the reference's
+        return _linear_ref_packed(x, packed)
     weight = packed.weight if packed.weight is not None else unpack_weight(packed)
     if packed.scale is not None:  # int8: dequantize, then torch's GEMM in x's dtype
         weight = (weight.float() * packed.scale[: packed.out_features, None]).to(x.dtype)
@@ -269,6 +309,9 @@ def _linear_ref_packed(x: torch.Tensor, packed: PackedLinear) -> torch.Tensor:
     weight = packed.weight if packed.weight is not None else unpack_weight(packed)
     scale = None if packed.scale is None else packed.scale[: packed.out_features]
     lead = x.shape[:-1]
+    if packed.comp is not None:
+        y = linear_w8a8_ref(x.reshape(-1, packed.in_features), weight, scale, packed.bias)
+        return y.view(*lead, packed.out_features)
     y = linear_ref(x.reshape(-1, packed.in_features), weight, packed.bias, scale)
     return y.view(*lead, packed.out_features)
 

@@ -116,7 +116,7 @@ class Engine:
         enable_prefix_caching, max_num_batched_tokens, max_num_seqs, enable_chunked_prefill,
         attention_backend ("auto", "torch", "triton", "ref"), use_cuda_graphs,
         cuda_graph_batch_sizes, seed, num_threads (CPU, process-wide), linear_backend
-        ("auto", "cpu", "torch"), quantization (None, "int8"); structured output:
+        ("auto", "cpu", "torch"), quantization (None, "int8", "w8a8"); structured output:
         grammar_backend ("auto", "llguidance", "xgrammar"; see vibekit.grammar.backend),
         grammar_jump_forward, grammar_whitespace ("compact", "free"; defaults for requests that
         do not say), grammar_overlap ("auto", "always", "never": fill masks during the

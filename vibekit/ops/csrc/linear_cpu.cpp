@@ -5,6 +5,10 @@
 //   fp32: [N/64][K][64]            float
 //   bf16: [N/64][K/2][64][2]       bfloat16 pairs for vdpbf16ps (K padded to even with zeros)
 //   int8: [N/64][K][64]            int8, per-output-channel fp32 scales [N/64 * 64]
+//   w8a8: [N/64][K/4][64][4]       int8 quads for vpdpbusd (K padded to a multiple of 4 with
+//                                  zeros), per-output-channel fp32 scales, and comp[n] =
+//                                  128 * sum_k W[n, k] (int32); activations are quantized per
+//                                  row at run time (packed_linear_w8a8 below)
 //
 // Built with -ffp-contract=off: only the explicit fmadd intrinsics fuse, so a tile of any height
 // rounds the same way.
@@ -16,7 +20,9 @@
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 #include <cstdint>
+#include <cmath>
 #include <cstring>
+#include <vector>
 
 namespace {
 
@@ -183,6 +189,104 @@ void run(int kind, const XT* x, int64_t M, int64_t K, int64_t N, const uint8_t* 
   });
 }
 
+// ---- w8a8 (the Q8_0-like path: int8 weights x int8 activations, VNNI) ----------------------
+// x row i is quantized symmetrically: s_i = max_k |x[i, k]| / 127 (1 for an all-zero row),
+// q[i, k] = nearbyint(x[i, k] / s_i) in [-127, 127] (round half to even), stored as q + 128
+// (unsigned, for vpdpbusd). Each output is the exact int32 sum_k (q + 128) * W minus comp[n]
+// (= sum_k q * W), converted to float and scaled by (s_i * scale[n]), then + bias. Integer sums
+// are exact in any order, and the rest is per element: a row's result depends on that row only.
+
+template <typename XT>
+void quantize_rows(const XT* x, int64_t M, int64_t K, int64_t K4, uint8_t* xq, float* sx) {
+  at::parallel_for(0, M, 1, [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; ++m) {
+      const XT* xr = x + m * K;
+      float amax = 0.0f;
+      for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(load_x<XT>(xr + k)));
+      const float s = amax > 0.0f ? amax / 127.0f : 1.0f;
+      sx[m] = s;
+      uint8_t* q = xq + m * K4 * 4;
+      for (int64_t k = 0; k < K; ++k) {
+        float v = std::nearbyint(load_x<XT>(xr + k) / s);
+        v = std::min(127.0f, std::max(-127.0f, v));
+        q[k] = static_cast<uint8_t>(static_cast<int>(v) + 128);
+      }
+      for (int64_t k = K; k < K4 * 4; ++k) q[k] = 128;  // weights are 0 there
+    }
+  });
+}
+
+template <typename XT, int MR>
+void run_tile_w8a8(const uint8_t* xq, int64_t ldq, const float* sx, int64_t K4, int64_t N,
+                   const int8_t* wg, const float* scale, const int32_t* comp, const float* bias,
+                   XT* y, int64_t ldy, int64_t n0) {
+  __m512i acc[MR][4];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_setzero_si512();
+  for (int64_t p = 0; p < K4; ++p) {
+    const int8_t* wp = wg + p * 4 * kGroup;
+    __m512i w0 = _mm512_loadu_si512(wp), w1 = _mm512_loadu_si512(wp + 64);
+    __m512i w2 = _mm512_loadu_si512(wp + 128), w3 = _mm512_loadu_si512(wp + 192);
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) {
+      int32_t bits;
+      std::memcpy(&bits, xq + i * ldq + 4 * p, 4);
+      __m512i xb = _mm512_set1_epi32(bits);
+      acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], xb, w0);
+      acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], xb, w1);
+      acc[i][2] = _mm512_dpbusd_epi32(acc[i][2], xb, w2);
+      acc[i][3] = _mm512_dpbusd_epi32(acc[i][3], xb, w3);
+    }
+  }
+  for (int j = 0; j < 4; ++j) {
+    const int64_t n = n0 + 16 * j;
+    if (n >= N) break;
+    const int64_t valid = std::min<int64_t>(16, N - n);
+    const __mmask16 mask = valid == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << valid) - 1);
+    __m512 s = _mm512_loadu_ps(scale + n);
+    __m512i c = _mm512_loadu_si512(comp + n);
+    __m512 b = bias ? _mm512_maskz_loadu_ps(mask, bias + n) : _mm512_setzero_ps();
+    for (int i = 0; i < MR; ++i) {
+      __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][j], c));
+      v = _mm512_mul_ps(v, _mm512_mul_ps(_mm512_set1_ps(sx[i]), s));
+      if (bias) v = _mm512_add_ps(v, b);
+      store16<XT>(y + i * ldy + n, v, mask);
+    }
+  }
+}
+
+template <typename XT>
+void run_w8a8(const XT* x, int64_t M, int64_t K, int64_t N, const int8_t* w, const float* scale,
+              const int32_t* comp, const float* bias, XT* y) {
+  const int64_t K4 = (K + 3) / 4;
+  std::vector<uint8_t> xq(static_cast<size_t>(M * K4 * 4));
+  std::vector<float> sx(static_cast<size_t>(M));
+  quantize_rows<XT>(x, M, K, K4, xq.data(), sx.data());
+  const int64_t groups = (N + kGroup - 1) / kGroup;
+  const int64_t ldq = K4 * 4;
+  at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      const int8_t* wg = w + g * K4 * 4 * kGroup;
+      const int64_t n0 = g * kGroup;
+      int64_t m = 0;
+      for (; m + kMaxRows <= M; m += kMaxRows)
+        run_tile_w8a8<XT, kMaxRows>(xq.data() + m * ldq, ldq, sx.data() + m, K4, N, wg, scale,
+                                    comp, bias, y + m * N, N, n0);
+      const uint8_t* qm = xq.data() + m * ldq;
+      const float* sm = sx.data() + m;
+      XT* ym = y + m * N;
+      switch (M - m) {
+        case 1: run_tile_w8a8<XT, 1>(qm, ldq, sm, K4, N, wg, scale, comp, bias, ym, N, n0); break;
+        case 2: run_tile_w8a8<XT, 2>(qm, ldq, sm, K4, N, wg, scale, comp, bias, ym, N, n0); break;
+        case 3: run_tile_w8a8<XT, 3>(qm, ldq, sm, K4, N, wg, scale, comp, bias, ym, N, n0); break;
+        case 4: run_tile_w8a8<XT, 4>(qm, ldq, sm, K4, N, wg, scale, comp, bias, ym, N, n0); break;
+        case 5: run_tile_w8a8<XT, 5>(qm, ldq, sm, K4, N, wg, scale, comp, bias, ym, N, n0); break;
+        default: break;
+      }
+    }
+  });
+}
+
 }  // namespace
 
 // x [M, K] (float32 or bfloat16, contiguous), packed weight (see the layout above),
@@ -233,6 +337,41 @@ torch::Tensor packed_linear(torch::Tensor x, torch::Tensor packed, int64_t kind,
   return y;
 }
 
+// x [M, K] float32 or bfloat16; packed int8 [N/64, K/4, 64, 4]; scale [N/64*64] float32;
+// comp [N/64*64] int32; bias [N] float32 or empty. Returns y [M, N] in x's dtype.
+torch::Tensor packed_linear_w8a8(torch::Tensor x, torch::Tensor packed, int64_t N,
+                                 torch::Tensor scale, torch::Tensor comp, torch::Tensor bias) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.device().is_cpu(), "x must be [M, K] contiguous on CPU");
+  const int64_t M = x.size(0), K = x.size(1);
+  const int64_t groups = (N + kGroup - 1) / kGroup, K4 = (K + 3) / 4;
+  TORCH_CHECK(K <= 32768, "w8a8: K=", K, " would overflow the int32 sums (at most 32768)");
+  TORCH_CHECK(packed.is_contiguous() && packed.scalar_type() == torch::kChar && packed.dim() == 4 &&
+              packed.size(0) == groups && packed.size(1) == K4 && packed.size(2) == kGroup &&
+              packed.size(3) == 4, "w8a8 packed weight mismatch");
+  TORCH_CHECK(scale.scalar_type() == torch::kFloat && scale.numel() == groups * kGroup, "bad scale");
+  TORCH_CHECK(comp.scalar_type() == torch::kInt && comp.numel() == groups * kGroup, "bad comp");
+  const float* bp = nullptr;
+  if (bias.numel()) {
+    TORCH_CHECK(bias.scalar_type() == torch::kFloat && bias.numel() == N, "bad bias");
+    bp = bias.data_ptr<float>();
+  }
+  auto y = torch::empty({M, N}, x.options());
+  if (M == 0) return y;
+  const int8_t* wp = packed.data_ptr<int8_t>();
+  if (x.scalar_type() == torch::kFloat) {
+    run_w8a8<float>(x.data_ptr<float>(), M, K, N, wp, scale.data_ptr<float>(),
+                    comp.data_ptr<int32_t>(), bp, y.data_ptr<float>());
+  } else {
+    TORCH_CHECK(x.scalar_type() == torch::kBFloat16, "x must be float32 or bfloat16");
+    run_w8a8<uint16_t>(reinterpret_cast<const uint16_t*>(x.data_ptr()), M, K, N, wp,
+                       scale.data_ptr<float>(), comp.data_ptr<int32_t>(), bp,
+                       reinterpret_cast<uint16_t*>(y.data_ptr()));
+  }
+  return y;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("packed_linear", &packed_linear, "y = x @ W^T (+ bias) on a packed weight");
+  m.def("packed_linear_w8a8", &packed_linear_w8a8,
+        "y = x @ W^T (+ bias) with int8 weights and per-row int8 activations (VNNI)");
 }
