@@ -37,14 +37,18 @@ def test_a_backend_an_op_lacks_is_refused_by_name():
         resolve("no_such_op", "ref", "cpu")
 
 
-def test_auto_picks_torch_then_ref_on_the_cpu_and_never_triton():
+def test_auto_picks_cpu_then_torch_then_ref_on_the_cpu_and_never_triton():
+    from vibekit.ops.cpu_ext import DECODE
     from vibekit.ops.linear import cpu_kernel_available
 
+    kernels = {"linear": cpu_kernel_available(), "apply_rope": DECODE.available(),
+               "kv_append": DECODE.available()}
     for op in ops():
         expected = "torch" if "torch" in backends(op) else "ref"
-        if op == "linear" and cpu_kernel_available():
-            expected = "cpu"  # the one op whose CPU order puts its AVX512 kernel first
+        if kernels.get(op):
+            expected = "cpu"  # the ops whose CPU order puts their C++ kernel first
         assert auto_backend(op, "cpu") == expected, op
+        assert (op in kernels) == ("cpu" in backends(op)), op
 
 
 def test_the_readme_op_table_lists_each_ops_backends():

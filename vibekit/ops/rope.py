@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from vibekit.ops.registry import register, resolve
+from vibekit.ops.registry import register, resolve, set_auto_order
 
 
 def rope_inv_freq(
@@ -72,13 +72,41 @@ def apply_rope_ref(
     return q_out, k_out
 
 
+def apply_rope_cpu(
+    q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor,
+    cos_cache: torch.Tensor, sin_cache: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """C++ RoPE (vibekit/ops/csrc/decode_cpu.cpp): the same bits as `apply_rope_ref` in one call
+    (q, k may be strided views, e.g. of a fused qkv output). Other layouts or dtypes take the
+    reference."""
+    from vibekit.ops.cpu_ext import DECODE
+
+    module = DECODE.get()
+    if (module is None or q.dtype not in (torch.float32, torch.bfloat16) or q.dtype != k.dtype
+            or q.stride(-1) != 1 or k.stride(-1) != 1 or cos_cache.dtype != torch.float32):
+        return apply_rope_ref(q, k, positions, cos_cache, sin_cache)
+    pos = positions if positions.dtype == torch.int64 else positions.long()
+    q_out, k_out = module.apply_rope(q, k, pos.contiguous(), cos_cache.contiguous(),
+                                     sin_cache.contiguous())
+    return q_out, k_out
+
+
 def apply_rope(
     q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor,
     cos_cache: torch.Tensor, sin_cache: torch.Tensor, backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply RoPE to q [T, Hq, D] and k [T, Hk, D] at `positions` [T]. Backends: ref, triton."""
+    """Apply RoPE to q [T, Hq, D] and k [T, Hk, D] at `positions` [T]. Backends: ref, cpu
+    (C++, bit-identical to ref), triton."""
     return resolve("apply_rope", backend, q.device)(q, k, positions, cos_cache, sin_cache)
 
 
+def _decode_kernels_available() -> bool:
+    from vibekit.ops.cpu_ext import DECODE
+
+    return DECODE.available()
+
+
 register("apply_rope", "ref", apply_rope_ref)
+register("apply_rope", "cpu", apply_rope_cpu, available=_decode_kernels_available)
 register("apply_rope", "triton", "vibekit.ops.triton.rope:apply_rope_triton")
+set_auto_order("apply_rope", "cpu", ("cpu", "ref"))
