@@ -71,28 +71,35 @@ class ForwardBatch:
         """
         input_ids: list[int] = []
         positions: list[int] = []
+        slot_mapping: list[int] = []
         qo_indptr = [0]
         kv_lens: list[int] = []
         sample_indices: list[int] = []
         q_lens: list[int] = []
-        max_pages = 1
+        max_pages = max((len(c.pages) for c in chunks), default=1) or 1
+        table: list[int] = []
+        # NOTE: plain Python lists, one tensor each at the end: a decode step of a small model
+        # is a few hundred microseconds, and per-chunk tensors and index ops showed up in it.
         for chunk in chunks:
             n = len(chunk.input_ids)
+            start, pages = chunk.start, chunk.pages
             input_ids += chunk.input_ids
-            positions += range(chunk.start, chunk.start + n)
+            positions += range(start, start + n)
+            if n == 1:
+                slot_mapping.append(pages[start // page_size] * page_size + start % page_size)
+            else:
+                slot_mapping += [pages[p // page_size] * page_size + p % page_size
+                                 for p in range(start, start + n)]
             qo_indptr.append(qo_indptr[-1] + n)
             q_lens.append(n)
-            kv_lens.append(chunk.start + n)
+            kv_lens.append(start + n)
             if chunk.num_sample:
                 sample_indices += range(qo_indptr[-1] - chunk.num_sample, qo_indptr[-1])
-            max_pages = max(max_pages, len(chunk.pages))
-        page_table = torch.zeros(len(chunks), max_pages, dtype=torch.int32)
-        for b, chunk in enumerate(chunks):
-            page_table[b, :len(chunk.pages)] = torch.tensor(chunk.pages, dtype=torch.int32)
+            table += pages
+            table += [0] * (max_pages - len(pages))
+        page_table = torch.tensor(table, dtype=torch.int32).view(len(chunks), max_pages)
         pos_t = torch.tensor(positions, dtype=torch.int64)
-        seq_of_token = torch.repeat_interleave(torch.arange(len(chunks)), torch.tensor(q_lens))
-        slot_mapping = (page_table[seq_of_token, pos_t // page_size].long() * page_size
-                        + pos_t % page_size)
+        slot_t = torch.tensor(slot_mapping, dtype=torch.int64)
         dev = torch.device(device)
         slots = None
         if state_slots is not None:
@@ -103,7 +110,7 @@ class ForwardBatch:
             qo_indptr=torch.tensor(qo_indptr, dtype=torch.int32).to(dev, non_blocking=True),
             kv_lens=torch.tensor(kv_lens, dtype=torch.int32).to(dev, non_blocking=True),
             page_table=page_table.to(dev, non_blocking=True),
-            slot_mapping=slot_mapping.to(dev, non_blocking=True),
+            slot_mapping=slot_t.to(dev, non_blocking=True),
             sample_indices=torch.tensor(sample_indices, dtype=torch.int64).to(
                 dev, non_blocking=True),
             kv_caches=kv_caches,
