@@ -46,12 +46,14 @@ from vibekit.serve import limits, prompts
 from vibekit.serve.errors import APIError
 from vibekit.serve.routing import PrefixRouter, route_key
 
-__all__ = ["OpenAIIngress", "PrefixAwareRequestRouter", "VibekitReplica", "build_app",
-           "run_ray_server"]
+__all__ = ["ATTEMPTS_HEADER", "REPLICA_HEADER", "ROUTERS", "OpenAIIngress",
+           "PrefixAwareRequestRouter", "RoundRobinRequestRouter", "VibekitReplica", "build_app",
+           "replica_actor", "run_ray_server"]
 
 logger = logging.getLogger("vibekit.serve.ray")
 
 REPLICA_HEADER = "x-vibekit-replica"  # the full Ray Serve id of the replica that answered
+ATTEMPTS_HEADER = "x-vibekit-attempts"  # replicas tried for this response (1: no retry)
 _RETRYABLE = (RayActorError, ActorUnavailableError)
 
 
@@ -92,6 +94,26 @@ class PrefixAwareRequestRouter(RequestRouter):
         busiest = max(loads.values(), default=0)
         return {r.replica_id.unique_id: loads.get(r.replica_id.unique_id, busiest)
                 for r in replicas}
+
+
+class RoundRobinRequestRouter(RequestRouter):
+    """The baseline: replicas in turn (by id), whatever the prompt; the others are fallbacks."""
+
+    def initialize_state(self) -> None:
+        self._next = 0
+
+    async def choose_replicas(self, candidate_replicas: list[RunningReplica],
+                              pending_request: PendingRequest | None = None
+                              ) -> list[list[RunningReplica]]:
+        ordered = sorted(candidate_replicas, key=lambda r: r.replica_id.unique_id)
+        if not ordered:
+            return []
+        start = self._next % len(ordered)
+        self._next += 1
+        return [[r] for r in ordered[start:] + ordered[:start]]
+
+
+ROUTERS = {"prefix": PrefixAwareRequestRouter, "round_robin": RoundRobinRequestRouter}
 
 
 class VibekitReplica:
@@ -246,7 +268,7 @@ class OpenAIIngress:
                 if not media.startswith("text/event-stream"):
                     chunks = [chunk async for _, chunk in stream]
                     return Response(b"".join(chunks), status_code=status,
-                                    headers=_header_dict(headers))
+                                    headers=_header_dict(headers, attempt + 1))
                 first = await anext(stream, None)
             except _RETRYABLE as exc:
                 stream.cancel()
@@ -258,7 +280,7 @@ class OpenAIIngress:
                 stream.cancel()
                 raise
             return StreamingResponse(_pass_through(first, stream), status_code=status,
-                                     headers=_header_dict(headers))
+                                     headers=_header_dict(headers, attempt + 1))
         err = APIError(f"no replica could serve the request after {self.max_attempts} "
                        f"attempts: {last_error}", status_code=503, type="server_error",
                        code="replicas_unavailable")
@@ -284,9 +306,11 @@ async def _pass_through(first: tuple | None, stream: Any) -> AsyncIterator[bytes
         stream.cancel()
 
 
-def _header_dict(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+def _header_dict(headers: list[tuple[bytes, bytes]], attempts: int) -> dict[str, str]:
     skip = {"content-length", "transfer-encoding", "connection"}
-    return {k.decode(): v.decode() for k, v in headers if k.decode().lower() not in skip}
+    out = {k.decode(): v.decode() for k, v in headers if k.decode().lower() not in skip}
+    out[ATTEMPTS_HEADER] = str(attempts)
+    return out
 
 
 def _prompt_ids(path: str, body: bytes, info: dict[str, Any]) -> list[int]:
@@ -308,6 +332,7 @@ def build_app(model: str, num_replicas: int = 2, *, served_model_name: str | Non
               app_options: dict[str, Any] | None = None, chat_template: str | None = None,
               num_prefix_pages: int = 4, load_factor: float = 1.25, max_attempts: int = 3,
               replica_num_cpus: float = 1.0, max_ongoing_requests: int = 256,
+              router: str = "prefix", max_constructor_retry_count: int = 3,
               ) -> serve.Application:
     """The Ray Serve application: `num_replicas` engines and the OpenAI ingress.
 
@@ -317,12 +342,16 @@ def build_app(model: str, num_replicas: int = 2, *, served_model_name: str | Non
     without one. num_prefix_pages: KV pages the route key hashes. load_factor: the bounded-load
     factor (>= 1). max_attempts: tries per request when replicas die. replica_num_cpus: Ray
     CPUs each replica reserves. max_ongoing_requests: requests Ray Serve sends one replica at
-    once (beyond it they wait in the router).
+    once (beyond it they wait in the router). router: "prefix" (PrefixAwareRequestRouter) or
+    "round_robin" (the baseline RoundRobinRequestRouter). max_constructor_retry_count: failed
+    replica starts before the deployment fails (serve.run then raises the replica's error).
 
     Example: serve.run(build_app("dummy:tiny-llama", 2), route_prefix="/")
     """
     if num_replicas < 1:
         raise ValueError(f"num_replicas={num_replicas} must be >= 1")
+    if router not in ROUTERS:
+        raise ValueError(f"router={router!r}; allowed: {', '.join(map(repr, ROUTERS))}")
     PrefixRouter(num_prefix_pages=num_prefix_pages, load_factor=load_factor)  # validates
     app_options = dict(app_options or {})
     if "max_body_bytes" in app_options:
@@ -332,9 +361,10 @@ def build_app(model: str, num_replicas: int = 2, *, served_model_name: str | Non
         max_ongoing_requests=max_ongoing_requests,
         ray_actor_options={"num_cpus": replica_num_cpus},
         request_router_config=RequestRouterConfig(
-            request_router_class=PrefixAwareRequestRouter,
-            request_router_kwargs={"load_factor": load_factor}),
+            request_router_class=ROUTERS[router],
+            request_router_kwargs={"load_factor": load_factor} if router == "prefix" else {}),
         health_check_period_s=2.0, health_check_timeout_s=30.0,
+        max_constructor_retry_count=max_constructor_retry_count,
     ).bind(model, [served_model_name or model], dict(engine_options or {}), app_options,
            chat_template)
     ingress = serve.deployment(OpenAIIngress, name="OpenAIIngress",
@@ -352,12 +382,12 @@ def run_ray_server(model: str, num_replicas: int, host: str = "127.0.0.1", port:
     import signal
     import threading
 
+    app = build_app(model, num_replicas, **build_options)  # bad options fail before Ray starts
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False,
-                 **({} if address else {"_node_ip_address": host if host != "0.0.0.0"
-                                        else "127.0.0.1"}))
+        local = {} if address else {"_node_ip_address": "127.0.0.1"} if host in (
+            "127.0.0.1", "localhost") else {}
+        ray.init(address=address, include_dashboard=False, **local)
     serve.start(http_options={"host": host, "port": port})
-    app = build_app(model, num_replicas, **build_options)
     serve.run(app, name="vibekit", route_prefix="/")
     logger.info("serving %s on http://%s:%d with %d replicas (Ray Serve)", model, host, port,
                 num_replicas)
