@@ -48,7 +48,7 @@ from vibekit.serve.routing import PrefixRouter, route_key
 
 __all__ = ["ATTEMPTS_HEADER", "REPLICA_HEADER", "ROUTERS", "OpenAIIngress",
            "PrefixAwareRequestRouter", "RoundRobinRequestRouter", "VibekitReplica", "build_app",
-           "replica_actor", "run_ray_server"]
+           "deploy", "replica_actor", "run_ray_server"]
 
 logger = logging.getLogger("vibekit.serve.ray")
 
@@ -229,17 +229,21 @@ class OpenAIIngress:
         self._info_lock = asyncio.Lock()
 
     async def __call__(self, request: Request) -> Response:
+        # The app's routes are relative to the application's route_prefix (the root_path).
+        path, root = request.url.path, request.scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root):] or "/"
         try:
             body = b""
             if request.method == "POST":
                 body = await limits.read_json_body(request, self.max_body_bytes)
-            key = await self._route_key(request.url.path, body)
+            key = await self._route_key(path, body)
         except APIError as err:
             return err.response()
         headers = [(k, v) for k, v in request.headers.raw
                    if k.lower() not in (b"host", b"content-length")]
         headers.append((b"content-length", str(len(body)).encode()))
-        call = (request.method, request.url.path, request.url.query.encode(), headers, body)
+        call = (request.method, path, request.url.query.encode(), headers, body)
         return await self._forward(call, key)
 
     async def _route_key(self, path: str, body: bytes) -> int | None:
@@ -375,6 +379,19 @@ def build_app(model: str, num_replicas: int = 2, *, served_model_name: str | Non
                                                        limits.DEFAULT_MAX_BODY_BYTES))
 
 
+def deploy(app: serve.Application, name: str = "vibekit", route_prefix: str = "/") -> None:
+    """serve.run(app), waiting until every replica serves; a replica that cannot start makes
+    it raise a RuntimeError that carries the replicas' own error (Ray's names only the
+    deployment)."""
+    try:
+        serve.run(app, name=name, route_prefix=route_prefix)
+    except RuntimeError as exc:
+        status = serve.status().applications.get(name)
+        details = [] if status is None else [
+            f"{dep}: {info.message}" for dep, info in status.deployments.items() if info.message]
+        raise RuntimeError(f"{exc}\n" + "\n".join(details)) from exc
+
+
 def run_ray_server(model: str, num_replicas: int, host: str = "127.0.0.1", port: int = 8000,
                    address: str | None = None, **build_options: Any) -> None:
     """Start (or join, with `address`) a Ray cluster, serve build_app(model, num_replicas,
@@ -388,7 +405,7 @@ def run_ray_server(model: str, num_replicas: int, host: str = "127.0.0.1", port:
             "127.0.0.1", "localhost") else {}
         ray.init(address=address, include_dashboard=False, **local)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(app, name="vibekit", route_prefix="/")
+    deploy(app)
     logger.info("serving %s on http://%s:%d with %d replicas (Ray Serve)", model, host, port,
                 num_replicas)
     stop = threading.Event()
