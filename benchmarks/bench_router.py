@@ -93,6 +93,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--num-pages", type=int, default=None,
                     help="KV pages per replica (default: the engine's); small = cache pressure")
+    ap.add_argument("--load-factor", type=float, default=1.25,
+                    help="the prefix router's bounded-load factor")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     if ray is None:
@@ -107,7 +109,8 @@ def main() -> None:
     print(f"model {args.model}, 2 replicas per router (1 torch thread each), {args.groups} "
           f"groups x {args.per_group} requests per round, ~{args.prefix_chars}-char shared "
           f"prefixes, {args.max_tokens} output tokens, concurrency {args.concurrency}, "
-          f"{args.rounds} rounds, KV pages per replica: {args.num_pages or 'default'}; "
+          f"{args.rounds} rounds, KV pages per replica: {args.num_pages or 'default'}, "
+          f"load factor {args.load_factor}; "
           f"CPUs on this machine: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(num_cpus=5, include_dashboard=False, _node_ip_address="127.0.0.1",
@@ -119,8 +122,9 @@ def main() -> None:
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         for router, prefix in ROUTERS.items():
-            deploy(build_app(args.model, 2, engine_options=engine_options, router=router),
-                   name=router, route_prefix=prefix)
+            extra = {"load_factor": args.load_factor} if router == "prefix" else {}
+            deploy(build_app(args.model, 2, engine_options=engine_options, router=router,
+                             **extra), name=router, route_prefix=prefix)
         base = f"http://127.0.0.1:{port}"
         rows: dict[str, list[dict]] = {r: [] for r in ROUTERS}
         for rnd in range(args.rounds):

@@ -19,7 +19,7 @@ ray = pytest.importorskip("ray", reason="the `ray` extra (ray[serve]) is not ins
 serve = pytest.importorskip("ray.serve")
 
 from vibekit import Engine, SamplingParams  # noqa: E402
-from vibekit.serve.ray import REPLICA_HEADER, build_app, replica_actor  # noqa: E402
+from vibekit.serve.ray import REPLICA_HEADER, build_app, deploy, replica_actor  # noqa: E402
 
 MODEL = "dummy:tiny-llama"
 PAGE_SIZE = 16
@@ -39,12 +39,11 @@ def cluster():
     sock.close()
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(MODEL, 2, engine_options=ENGINE_OPTIONS, num_prefix_pages=4),
-                  name="vibekit-test", route_prefix="/")
+        deploy(build_app(MODEL, 2, engine_options=ENGINE_OPTIONS, num_prefix_pages=4),
+               name="vibekit-test")
         yield f"http://127.0.0.1:{port}"
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        ray.shutdown()  # takes Serve with it, without draining every replica
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +112,17 @@ def test_the_official_openai_client_works_through_the_ingress(cluster, reference
     assert chunks[-1].usage.completion_tokens == 10
     with pytest.raises(openai.NotFoundError, match="does not exist"):
         client.completions.create(model="nope", prompt="hi", max_tokens=1)
+
+
+def test_a_replica_that_cannot_start_fails_the_deployment_with_its_error(cluster):
+    app = build_app("dummy:no-such-preset", 1, max_constructor_retry_count=1,
+                    replica_num_cpus=0.1)
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="unknown dummy preset|no-such-preset") as info:
+        deploy(app, name="broken", route_prefix="/broken")
+    print(info.value)
+    assert time.monotonic() - t0 < 60
+    serve.delete("broken")
 
 
 def test_a_killed_replicas_requests_are_retried_on_the_other(cluster, reference):

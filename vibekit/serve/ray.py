@@ -13,7 +13,8 @@ Serve's router, which here is `PrefixAwareRequestRouter`: consistent hashing wit
 over the replicas (vibekit.serve.routing), least-loaded for prompts shorter than a page.
 
 Failures: a replica that dies before the client got a byte (every non-streamed request, and a
-stream before its first chunk) is retried on another replica, up to `max_attempts` tries; a
+stream before its first chunk), or answers 503 because its engine died or it is draining, is
+retried on another replica, up to `max_attempts` tries; a
 stream cut after chunks were sent cannot be replayed (the client already holds part of the
 output), so it ends with an in-band error event (`code: "replica_died"`) and `data: [DONE]`.
 Ray Serve restarts the dead replica; its prefix cache starts empty.
@@ -249,7 +250,10 @@ class OpenAIIngress:
     async def _route_key(self, path: str, body: bytes) -> int | None:
         if path not in ("/v1/completions", "/v1/chat/completions") or not body:
             return None
-        info = await self._routing_info()
+        try:
+            info = await self._routing_info()
+        except _RETRYABLE:  # the replica asked died: route this one least-loaded, ask again later
+            return None
         try:
             ids = await asyncio.to_thread(_prompt_ids, path, body, info)
         except Exception:  # noqa: BLE001 - a bad body: the replica answers it with the 4xx
@@ -270,8 +274,11 @@ class OpenAIIngress:
                 _, status, headers = await stream.__anext__()
                 media = dict(headers).get(b"content-type", b"").decode()
                 if not media.startswith("text/event-stream"):
-                    chunks = [chunk async for _, chunk in stream]
-                    return Response(b"".join(chunks), status_code=status,
+                    body = b"".join([chunk async for _, chunk in stream])
+                    if attempt + 1 < self.max_attempts and _replica_unavailable(status, body):
+                        last_error = RuntimeError(body.decode(errors="replace"))
+                        continue  # its engine died or it is draining: another replica
+                    return Response(body, status_code=status,
                                     headers=_header_dict(headers, attempt + 1))
                 first = await anext(stream, None)
             except _RETRYABLE as exc:
@@ -308,6 +315,17 @@ async def _pass_through(first: tuple | None, stream: Any) -> AsyncIterator[bytes
             yield b"data: [DONE]\n\n"
     finally:
         stream.cancel()
+
+
+def _replica_unavailable(status: int, body: bytes) -> bool:
+    """A 503 that says this replica (not the request) is the problem."""
+    if status != 503:
+        return False
+    try:
+        code = json.loads(body)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return code in ("engine_dead", "shutting_down")
 
 
 def _header_dict(headers: list[tuple[bytes, bytes]], attempts: int) -> dict[str, str]:
