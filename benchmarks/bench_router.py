@@ -113,7 +113,7 @@ def main() -> None:
           f"load factor {args.load_factor}; "
           f"CPUs on this machine: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=5, include_dashboard=False, _node_ip_address="127.0.0.1",
+    ray.init(address="local", num_cpus=5, include_dashboard=False, _node_ip_address="127.0.0.1",
              log_to_driver=False, configure_logging=False)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

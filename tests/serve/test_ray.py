@@ -31,7 +31,7 @@ LONG = 1200  # tokens: several seconds of decoding, so the kill lands mid-way
 @pytest.fixture(scope="module")
 def cluster():
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=3, include_dashboard=False, _node_ip_address="127.0.0.1",
+    ray.init(address="local", num_cpus=3, include_dashboard=False, _node_ip_address="127.0.0.1",
              log_to_driver=False, configure_logging=False)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -166,3 +166,44 @@ def test_a_killed_replicas_requests_are_retried_on_the_other(cluster, reference)
         assert res.json()["choices"][0]["text"] == refs[i].text
         assert res.headers[REPLICA_HEADER] != doomed
     assert any(int(res.headers["x-vibekit-attempts"]) > 1 for res in results.values())
+
+
+def test_the_cli_refuses_a_bad_replica_count_before_starting_ray():
+    from vibekit.cli import main
+
+    with pytest.raises(ValueError, match="num_replicas=0 must be >= 1"):
+        main(["serve", MODEL, "--replicas", "0"])
+
+
+@pytest.mark.slow
+def test_vibekit_serve_replicas_serves_and_stops_on_sigint(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "vibekit.cli", "serve", MODEL, "--replicas",
+                             "2", "--port", str(port), "--num-threads", "1", "--replica-cpus",
+                             "0.5", "--log-level", "warning"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "did not start"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        res = complete(f"http://127.0.0.1:{port}", "hello there", max_tokens=3)
+        assert res.status_code == 200 and res.json()["usage"]["completion_tokens"] == 3
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

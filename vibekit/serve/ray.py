@@ -421,7 +421,8 @@ def run_ray_server(model: str, num_replicas: int, host: str = "127.0.0.1", port:
     if not ray.is_initialized():
         local = {} if address else {"_node_ip_address": "127.0.0.1"} if host in (
             "127.0.0.1", "localhost") else {}
-        ray.init(address=address, include_dashboard=False, **local)
+        # "local": a new cluster of this process, never one another process started here.
+        ray.init(address=address or "local", include_dashboard=False, **local)
     serve.start(http_options={"host": host, "port": port})
     deploy(app)
     logger.info("serving %s on http://%s:%d with %d replicas (Ray Serve)", model, host, port,
