@@ -31,6 +31,9 @@ LONG = 1200  # tokens: several seconds of decoding, so the kill lands mid-way
 @pytest.fixture(scope="module")
 def cluster():
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray's memory monitor kills workers when the whole machine passes 95% of its memory: on a
+    # shared machine that is other people's jobs (it killed the Serve controller here).
+    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
     ray.init(address="local", num_cpus=3, include_dashboard=False, _node_ip_address="127.0.0.1",
              log_to_driver=False, configure_logging=False)
     sock = socket.socket()
