@@ -111,7 +111,8 @@ def _serve_replicas(args: argparse.Namespace) -> int:
                    address=args.ray_address, served_model_name=args.served_model_name,
                    engine_options=engine_options, app_options=app_options,
                    chat_template=chat_template, router=args.router,
-                   num_prefix_pages=args.route_prefix_pages, replica_num_cpus=args.replica_cpus)
+                   num_prefix_pages=args.route_prefix_pages,
+                   load_factor=args.route_load_factor, replica_num_cpus=args.replica_cpus)
     return 0
 
 
@@ -200,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
                            "KV pages; round_robin: the baseline")
     ray_.add_argument("--route-prefix-pages", type=int, default=4,
                       help="KV pages of the prompt the route key hashes")
+    ray_.add_argument("--route-load-factor", type=float, default=1.25,
+                      help="a replica takes its keys while it holds fewer than this x the mean "
+                           "requests in flight (>= 1; higher keeps more affinity, see "
+                           "benchmarks/RESULTS.md)")
     srv.add_argument("--shutdown-timeout", type=float, default=30.0,
                      help="seconds in-flight requests may run on after SIGINT/SIGTERM")
     srv.add_argument("--log-level", default="info", help="log level",
