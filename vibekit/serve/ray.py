@@ -126,7 +126,7 @@ class VibekitReplica:
         from vibekit import AsyncEngine, Engine
         from vibekit.serve.app import create_app
 
-        options = dict(engine_options)
+        options, app_options = dict(engine_options), dict(app_options)
         dtype, device = options.pop("dtype", "float32"), options.pop("device", "cpu")
         max_waiting = app_options.pop("max_waiting", None)
         engine = Engine.from_pretrained(model, dtype=dtype, device=device, **options)
