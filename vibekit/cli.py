@@ -107,12 +107,15 @@ def _serve_replicas(args: argparse.Namespace) -> int:
     app_options = dict(shutdown_timeout=args.shutdown_timeout, max_body_bytes=args.max_body_bytes,
                        request_timeout=args.request_timeout, max_waiting=args.max_waiting,
                        num_prepare_threads=args.prepare_threads)
-    run_ray_server(args.model, args.replicas, host=args.host, port=args.port,
-                   address=args.ray_address, served_model_name=args.served_model_name,
-                   engine_options=engine_options, app_options=app_options,
-                   chat_template=chat_template, router=args.router,
-                   num_prefix_pages=args.route_prefix_pages,
-                   load_factor=args.route_load_factor, replica_num_cpus=args.replica_cpus)
+    try:
+        run_ray_server(args.model, args.replicas, host=args.host, port=args.port,
+                       address=args.ray_address, served_model_name=args.served_model_name,
+                       engine_options=engine_options, app_options=app_options,
+                       chat_template=chat_template, router=args.router,
+                       num_prefix_pages=args.route_prefix_pages,
+                       load_factor=args.route_load_factor, replica_num_cpus=args.replica_cpus)
+    except KeyboardInterrupt:  # SIGINT during Ray's shutdown
+        pass
     return 0
 
 

@@ -432,6 +432,8 @@ def run_ray_server(model: str, num_replicas: int, host: str = "127.0.0.1", port:
         signal.signal(sig, lambda *_: stop.set())
     try:
         stop.wait()
+    except KeyboardInterrupt:  # a SIGINT that reached Python's default handler
+        pass
     finally:
         serve.shutdown()
         if address is None:
