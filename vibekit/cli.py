@@ -56,6 +56,9 @@ def _generate(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import logging
 
+    if args.replicas is not None:
+        return _serve_replicas(args)
+
     from vibekit.serve import run_server
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
@@ -75,6 +78,43 @@ def _serve(args: argparse.Namespace) -> int:
                    chat_template=args.chat_template,
                    num_prepare_threads=args.prepare_threads, **options)
     except KeyboardInterrupt:  # uvicorn re-raises SIGINT after its graceful shutdown
+        pass
+    return 0
+
+
+def _serve_replicas(args: argparse.Namespace) -> int:
+    """`vibekit serve MODEL --replicas N`: N engines on Ray Serve behind one ingress."""
+    import logging
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        from vibekit.serve.ray import run_ray_server
+    except ImportError as exc:
+        print(f"vibekit serve --replicas: {exc}", file=sys.stderr)
+        return 2
+    engine_options = {name: getattr(args, name) for name in
+                      ("max_model_len", "page_size", "num_pages", "max_num_seqs",
+                       "max_num_batched_tokens", "seed", "num_threads", "num_draft_tokens",
+                       "tensor_parallel_size")
+                      if getattr(args, name) is not None}
+    engine_options.update(dtype=args.dtype, device=args.device)
+    if args.no_prefix_caching:
+        engine_options["enable_prefix_caching"] = False
+    chat_template = None
+    if args.chat_template is not None:
+        with open(args.chat_template) as f:
+            chat_template = f.read()
+    app_options = dict(shutdown_timeout=args.shutdown_timeout, max_body_bytes=args.max_body_bytes,
+                       request_timeout=args.request_timeout, max_waiting=args.max_waiting,
+                       num_prepare_threads=args.prepare_threads)
+    try:
+        run_ray_server(args.model, args.replicas, host=args.host, port=args.port,
+                       address=args.ray_address, served_model_name=args.served_model_name,
+                       engine_options=engine_options, app_options=app_options,
+                       chat_template=chat_template, router=args.router,
+                       num_prefix_pages=args.route_prefix_pages,
+                       load_factor=args.route_load_factor, replica_num_cpus=args.replica_cpus)
+    except KeyboardInterrupt:  # SIGINT during Ray's shutdown
         pass
     return 0
 
@@ -149,6 +189,25 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--prepare-threads", type=int, default=2,
                      help="worker threads that parse and tokenize requests")
     srv.add_argument("--tensor-parallel-size", type=int, default=None, help=_TP_HELP)
+    ray_ = srv.add_argument_group(
+        "replicas (Ray Serve; needs the `ray` extra)",
+        "--replicas N runs N engines behind one OpenAI ingress on Ray Serve, each request routed "
+        "to the replica most likely to hold its prompt's prefix (see README, Scaling out)")
+    ray_.add_argument("--replicas", type=int, default=None,
+                      help="engine replicas (default: one engine in this process, no Ray)")
+    ray_.add_argument("--ray-address", default=None,
+                      help="join this Ray cluster (default: start a local one)")
+    ray_.add_argument("--replica-cpus", type=float, default=1.0,
+                      help="Ray CPUs each replica reserves")
+    ray_.add_argument("--router", default="prefix", choices=["prefix", "round_robin"],
+                      help="prefix: consistent hashing with bounded loads on the prompt's first "
+                           "KV pages; round_robin: the baseline")
+    ray_.add_argument("--route-prefix-pages", type=int, default=4,
+                      help="KV pages of the prompt the route key hashes")
+    ray_.add_argument("--route-load-factor", type=float, default=1.25,
+                      help="a replica takes its keys while it holds fewer than this x the mean "
+                           "requests in flight (>= 1; higher keeps more affinity, see "
+                           "benchmarks/RESULTS.md)")
     srv.add_argument("--shutdown-timeout", type=float, default=30.0,
                      help="seconds in-flight requests may run on after SIGINT/SIGTERM")
     srv.add_argument("--log-level", default="info", help="log level",
