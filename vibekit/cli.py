@@ -73,10 +73,17 @@ def _serve(args: argparse.Namespace) -> int:
                    log_level=args.log_level, max_body_bytes=args.max_body_bytes,
                    request_timeout=args.request_timeout, max_waiting=args.max_waiting,
                    chat_template=args.chat_template,
-                   num_prepare_threads=args.prepare_threads, **options)
+                   num_prepare_threads=args.prepare_threads,
+                   engine_process=args.engine_process, **options)
     except KeyboardInterrupt:  # uvicorn re-raises SIGINT after its graceful shutdown
         pass
     return 0
+
+
+def _engine_process_default() -> bool:
+    from vibekit.serve.server import ENGINE_PROCESS_DEFAULT
+
+    return ENGINE_PROCESS_DEFAULT
 
 
 class _DefaultsFormatter(argparse.HelpFormatter):
@@ -149,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--prepare-threads", type=int, default=2,
                      help="worker threads that parse and tokenize requests")
     srv.add_argument("--tensor-parallel-size", type=int, default=None, help=_TP_HELP)
+    srv.add_argument("--engine-process", action=argparse.BooleanOptionalAction,
+                     default=_engine_process_default(),
+                     help="run the scheduler and model loop in a process of their own (the "
+                          "engine core); --no-engine-process: a thread of the server process")
     srv.add_argument("--shutdown-timeout", type=float, default=30.0,
                      help="seconds in-flight requests may run on after SIGINT/SIGTERM")
     srv.add_argument("--log-level", default="info", help="log level",
