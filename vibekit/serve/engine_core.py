@@ -16,8 +16,10 @@ A batch carries everything one engine step produced, for every request: acceptan
 ("acc", id), rejections ("rej", id, error), outputs ("out", id, delta_ids, delta_text,
 finish_reason, prompt_ids, final) and errors ("err", id, error). Outputs carry only what is new
 (the prompt ids once, the whole text and ids once at the end); the client rebuilds the
-cumulative RequestOutput. Engine stats ride along when they changed, and a ticker sends them
-every 50 ms when they change while nothing else is sent (an abort between steps).
+cumulative RequestOutput. Engine stats ride along when they changed. In the core, the engine
+thread itself sends each batch at the end of its loop iteration (AsyncEngine's deliveries run
+immediately into an outbox), so no second thread takes the GIL per step; a reader thread takes
+commands off the pipe and submits them to the engine thread.
 
 Decided here:
 - Detokenization and stop strings stay in the core (the engine's OutputProcessor decides
@@ -58,12 +60,13 @@ from vibekit.runtime.async_engine import (
     EngineClosedError,
     EngineDeadError,
     RequestStream,
+    _Abort,
+    _Add,
 )
 from vibekit.runtime.engine import Engine
 
 logger = logging.getLogger("vibekit.serve")
 
-_TICK = 0.05  # seconds: the core's stats ticker
 
 
 def load_engine(model: str, dtype: str = "float32", device: str = "cpu",
@@ -251,7 +254,9 @@ class EngineCoreClient:
 
     def _check_accepting(self) -> None:
         if self._state == "dead" or (self._state == "running" and not self.process.is_alive()):
-            raise EngineDeadError(f"the engine core is not running: {self._error}")
+            why = self._error or (f"the engine core process exited unexpectedly (exit code "
+                                  f"{self.process.exitcode})")
+            raise EngineDeadError(f"the engine core is not running: {why}")
         if self._state != "running":
             raise EngineClosedError("the engine is shutting down; no new requests")
 
@@ -303,8 +308,10 @@ class EngineCoreClient:
                   state: tuple[bool, BaseException | None] | None) -> None:
         if stats is not None:
             self._stats = stats
-        if state is not None and not state[0] and state[1] is not None:
+        if state is not None and not state[0] and self._state == "running":
+            # the core's engine thread crashed (its streams get EngineDeadError) or stopped
             self._error = state[1]
+            self._state = "dead" if state[1] is not None else "closing"
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, ...]]] = {}
         live, accepts = self._live, self._accepts
         for item in items:
@@ -407,6 +414,44 @@ def _portable(exc: BaseException) -> BaseException:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
+class _Immediate:
+    """The core's stand-in for an event loop: AsyncEngine posts its deliveries here and they
+    run right away, on the engine thread, into the outbox (no second thread, no GIL hop)."""
+
+    def call_soon_threadsafe(self, fn: Any, *args: Any) -> None:
+        fn(*args)
+
+
+class _Reply:
+    """The core's stand-in for the future an add or abort waits on: its result becomes an
+    item of the next batch."""
+
+    __slots__ = ("core", "rid", "token", "settled")
+
+    def __init__(self, core: _Core, rid: str, token: int | None = None) -> None:
+        self.core, self.rid, self.token, self.settled = core, rid, token, False
+
+    def done(self) -> bool:
+        return self.settled
+
+    def get_loop(self) -> _Immediate:
+        return _IMMEDIATE
+
+    def set_result(self, value: Any) -> None:
+        self.settled = True
+        if self.token is not None:
+            self.core.push(("aborted", self.token))
+        else:
+            self.core.accepted(self.rid)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.settled = True
+        self.core.rejected(self.rid, exc)
+
+
+_IMMEDIATE = _Immediate()
+
+
 class _CoreStream(RequestStream):
     """A core-side stream: its outputs go into the next batch to the server."""
 
@@ -417,28 +462,34 @@ class _CoreStream(RequestStream):
 
 
 class _CoreEngine(AsyncEngine):
+    """The AsyncEngine of the core: its engine thread sends one batch per loop iteration."""
+
     def __init__(self, engine: Engine, core: _Core, max_waiting: int | None) -> None:
         self.core = core
         super().__init__(engine, start=True, max_waiting=max_waiting)
 
-    def _make_stream(self, request_id: str, loop: asyncio.AbstractEventLoop,
-                     coalesce: bool) -> RequestStream:
-        return _CoreStream(self, request_id, loop, False)
+    def _dispatch(self, outputs: list[RequestOutput]) -> None:
+        super()._dispatch(outputs)
+        self.core.flush()  # everything this iteration produced, as one message
+
+    def _close(self, state: str, error: BaseException) -> None:
+        super()._close(state, error)
+        self.core.flush()
 
 
 class _Core:
-    """The core process's event loop: commands in, one batch out per engine step."""
+    """The core process: a reader thread takes commands off the pipe and submits them to the
+    engine thread, which sends what each of its iterations produced as one batch."""
 
     def __init__(self, conn: Any, engine: Engine, max_waiting: int | None) -> None:
         self.conn = conn
-        self.loop = asyncio.get_running_loop()
+        self.lock = threading.Lock()  # guards items, pending and the pipe's sending end
         self.items: list[tuple[Any, ...]] = []
-        self.flush_scheduled = False
         self.sent_stats: dict[str, float] | None = None
         self.sent_running = True
-        self.pending: dict[str, bool] = {}  # adds not yet accepted -> aborted meanwhile
+        self.pending: dict[str, bool] = {}  # adds compiling a grammar -> aborted meanwhile
         self.compiler = ThreadPoolExecutor(1, thread_name_prefix="vibekit-core-compile")
-        self.done = self.loop.create_future()
+        self.stop = threading.Event()
         self.closing = False
         self.ae = _CoreEngine(engine, self, max_waiting)
 
@@ -464,106 +515,117 @@ class _Core:
                    prompt, final))
 
     def push(self, item: tuple[Any, ...]) -> None:
-        self.items.append(item)
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            self.loop.call_soon(self.flush)
+        with self.lock:
+            self.items.append(item)
 
-    def flush(self, force_stats: bool = False) -> None:
-        self.flush_scheduled = False
-        items, self.items = self.items, []
-        stats = state = None
-        if items or force_stats:
-            stats = self.ae.stats()
+    def accepted(self, rid: str) -> None:
+        with self.lock:
+            self.items.append(("acc", rid))
+            aborted = self.pending.pop(rid, False)
+        if aborted:
+            self.ae._submit_abort(rid)
+
+    def rejected(self, rid: str, exc: BaseException) -> None:
+        with self.lock:
+            self.pending.pop(rid, None)
+            self.items.append(("rej", rid, _portable(exc)))
+
+    def flush(self, final: tuple[Any, ...] | None = None) -> None:
+        """Send what is queued (with the stats if they changed) as one batch."""
+        stats = self.ae.stats()
+        running = self.ae.is_running  # False once it crashed (or shuts down)
+        with self.lock:
+            items, self.items = self.items, []
             if stats == self.sent_stats:
                 stats = None
             else:
                 self.sent_stats = stats
-        running = self.ae.is_running
-        if running != self.sent_running:
-            self.sent_running = running
-            state = (running, None if self.ae.error is None else _portable(self.ae.error))
-        if items or stats is not None or state is not None:
-            self.send(("batch", items, stats, state))
+            state = None
+            if running != self.sent_running:
+                self.sent_running = running
+                error = self.ae.error
+                state = (running, None if error is None else _portable(error))
+            if items or stats is not None or state is not None:
+                self.send(("batch", items, stats, state))
+            if final is not None:
+                self.send(final)
 
     def send(self, msg: tuple[Any, ...]) -> None:
         try:
             self.conn.send(msg)
-        except (OSError, ValueError):
-            self.parent_gone()
-
-    async def tick(self) -> None:
-        while not self.done.done():
-            await asyncio.sleep(_TICK)
-            if not self.flush_scheduled:
-                self.flush(force_stats=True)
+        except (OSError, ValueError):  # the server is gone
+            self.stop.set()
 
     # -- in ------------------------------------------------------------------------------------
 
     def read(self) -> None:
-        """The reader thread: commands to the loop, in order; EOF: the server is gone."""
+        """The reader thread: commands to the engine thread, in order; EOF: the server is
+        gone, so everything is aborted and the core stops."""
         try:
             while True:
-                msg = self.conn.recv()
-                self.loop.call_soon_threadsafe(self.handle, msg)
+                self.handle(self.conn.recv())
         except (EOFError, OSError):
             pass
-        try:
-            self.loop.call_soon_threadsafe(self.parent_gone)
-        except RuntimeError:
-            pass  # the loop already ended
+        if not self.closing:
+            logger.warning("the server process is gone; the engine core stops")
+            self.closing = True
+            self.ae.shutdown(False, 0.0)
+        self.stop.set()
 
     def handle(self, msg: tuple[Any, ...]) -> None:
         kind = msg[0]
         if kind == "add":
             _, rid, prompt, params, prediction, timeout = msg
-            self.pending[rid] = False
-            self.loop.create_task(self.add(rid, prompt, params, prediction, timeout))
+            if params.response_format is not None:
+                # compiled off the engine thread (and off this one: aborts keep flowing)
+                with self.lock:
+                    self.pending[rid] = False
+                self.compiler.submit(self.add, rid, prompt, params, prediction, timeout, True)
+            else:
+                self.add(rid, prompt, params, prediction, timeout, False)
         elif kind == "abort":
             _, rid, token = msg
-            if rid in self.pending:
-                self.pending[rid] = True  # undone once accepted
-            else:
-                self.ae._submit_abort(rid)
-            if token is not None:
-                self.push(("aborted", token))
+            with self.lock:
+                compiling = rid in self.pending
+                if compiling:
+                    self.pending[rid] = True  # undone once accepted
+            if token is None:
+                if not compiling:
+                    self.ae._submit_abort(rid)
+                return
+            reply = _Reply(self, rid, token)
+            try:
+                self.ae._submit(_Abort(rid, reply), allow_closing=True)  # type: ignore[arg-type]
+            except (EngineClosedError, EngineDeadError):
+                reply.set_result(None)
+                self.flush()
         elif kind == "shutdown" and not self.closing:
             self.closing = True
-            self.loop.create_task(self.shutdown(msg[1], msg[2]))
+            threading.Thread(target=self.shutdown, args=msg[1:], daemon=True).start()
 
-    async def add(self, rid: str, prompt: Any, params: SamplingParams, prediction: Any,
-                  timeout: float | None) -> None:
+    def add(self, rid: str, prompt: Any, params: SamplingParams, prediction: Any,
+            timeout: float | None, compile_first: bool) -> None:
+        reply = _Reply(self, rid)
         try:
-            if params.response_format is not None:
-                await self.loop.run_in_executor(self.compiler, self.ae.compile_grammar,
-                                                params.response_format)
-            await self.ae.add_request(prompt, params, rid, prediction, timeout=timeout)
-        except Exception as exc:
-            self.pending.pop(rid, None)
-            self.push(("rej", rid, _portable(exc)))
-            return
-        self.push(("acc", rid))
-        if self.pending.pop(rid, False):
-            self.ae._submit_abort(rid)
+            if compile_first:
+                self.ae.compile_grammar(params.response_format)
+            kwargs: dict[str, Any] = {}
+            if prediction is not None:
+                if not self.ae._accepts_prediction:
+                    raise InvalidRequestError("prediction is not supported by this engine")
+                kwargs["prediction"] = prediction
+            deadline = None if timeout is None else time.monotonic() + timeout
+            stream = _CoreStream(self.ae, rid, _IMMEDIATE, False)  # type: ignore[arg-type]
+            self.ae._submit(_Add(prompt, params, rid, kwargs, stream, reply,  # type: ignore
+                                 deadline, timeout))
+        except Exception as exc:  # refused before the engine thread saw it
+            reply.set_exception(exc)
+            self.flush()
 
-    async def shutdown(self, graceful: bool, timeout: float) -> None:
-        await asyncio.to_thread(self.ae.shutdown, graceful, timeout)
-        self.flush(force_stats=True)
-        self.send(("stopped",))
-        if not self.done.done():
-            self.done.set_result(None)
-
-    def parent_gone(self) -> None:
-        """The server is gone: abort everything, stop."""
-        if not self.closing:
-            self.closing = True
-            logger.warning("the server process is gone; the engine core stops")
-            self.loop.create_task(self._stop_now())
-
-    async def _stop_now(self) -> None:
-        await asyncio.to_thread(self.ae.shutdown, False, 0.0)
-        if not self.done.done():
-            self.done.set_result(None)
+    def shutdown(self, graceful: bool, timeout: float) -> None:
+        self.ae.shutdown(graceful, timeout)
+        self.flush(final=("stopped",))
+        self.stop.set()
 
 
 def _core_main(conn: Any, factory: Callable[..., Engine], args: tuple[Any, ...],
@@ -575,18 +637,12 @@ def _core_main(conn: Any, factory: Callable[..., Engine], args: tuple[Any, ...],
     except BaseException as exc:  # noqa: BLE001 - report it, whatever it is
         conn.send(("failed", _portable(exc)))
         return
-
-    async def serve() -> None:
+    try:
         core = _Core(conn, engine, max_waiting)
         conn.send(("ready", core.ready_info()))
         threading.Thread(target=core.read, name="vibekit-core-commands", daemon=True).start()
-        ticker = asyncio.ensure_future(core.tick())
-        await core.done
-        ticker.cancel()
+        core.stop.wait()
         core.compiler.shutdown(wait=False, cancel_futures=True)
-
-    try:
-        asyncio.run(serve())
     finally:
         engine.close()
         conn.close()
