@@ -8,7 +8,9 @@ baselines, on the same prompts and params with max_num_seqs=c (the batch the ser
 at that concurrency): Engine.generate's throughput, and the engine's TTFT under the same
 closed loop as the clients (c requests in flight, a new one added as one finishes, TTFT from
 add_request to the step that returns its first token). Every repeat runs all of them in turn
-(interleaved); the table shows medians over the repeats. The client runs in its own process
+(interleaved); the table shows medians over the repeats. cpu x: the server's CPU seconds
+(both processes in process mode) over Engine.generate's, steadier than wall time on a shared
+machine. The client runs in its own process
 (as real clients do); on a small machine it still takes CPU the server could use.
 
     python benchmarks/bench_server.py            # concurrency 1, 16, 64, both modes
@@ -140,6 +142,18 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
+def _server_cpu(served: AsyncEngine | EngineCoreClient) -> float:
+    """CPU seconds of the server so far: this process (HTTP, and the engine thread in thread
+    mode) plus the engine core process in process mode (psutil; this process only without)."""
+    total = time.process_time()
+    if isinstance(served, EngineCoreClient) and importlib.util.find_spec("psutil"):
+        import psutil
+
+        times = psutil.Process(served.process.pid).cpu_times()
+        total += times.user + times.system
+    return total
+
+
 def engine_closed_loop(engine: Engine, prompts: list[str], params: SamplingParams,
                        concurrency: int) -> tuple[float, list[float], int]:
     """The clients' closed loop on the engine itself: (wall s, TTFTs s, tokens)."""
@@ -218,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                                       args.client))
     print(f"{'conc':>4} {'mode':>7} {'req/s':>7} {'tok/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'ttft50 ms':>9} {'engine tok/s':>12} {'eng ttft50':>10} {'tok/s x':>7} "
-          f"{'ttft x':>6}")
+          f"{'ttft x':>6} {'cpu x':>6}")
     try:
         for c in args.concurrency:
             prompts = make_prompts(rng, args.num_requests, f"c{c}")
@@ -227,17 +241,23 @@ def main(argv: list[str] | None = None) -> int:
             engine_tps, engine_ttft = [], []
             runs: dict[str, list[tuple[float, list[tuple[float, float, int]]]]] = {
                 m: [] for m in servers}
+            server_cpu: dict[str, list[float]] = {m: [] for m in servers}
+            engine_cpu = []
             for _ in range(args.repeats):
-                t0 = time.perf_counter()
+                t0, cpu0 = time.perf_counter(), time.process_time()
                 outs = baseline.generate(prompts, params)
+                engine_cpu.append(time.process_time() - cpu0)
                 engine_tokens = sum(len(o.token_ids) for o in outs)
                 engine_tps.append(engine_tokens / (time.perf_counter() - t0))
                 _, ttfts, loop_tokens = engine_closed_loop(baseline, prompts, params, c)
                 assert loop_tokens == engine_tokens, "the closed loop lost tokens"
                 engine_ttft.append(statistics.median(ttfts) * 1e3)
-                for mode, (_, _, _, url) in servers.items():
-                    runs[mode].append(client.apply(run_level_sync, (
-                        url, args.model, prompts, args.max_tokens, c, args.client)))
+                for mode, (served, _, _, url) in servers.items():
+                    cpu0 = _server_cpu(served)
+                    run = client.apply(run_level_sync, (url, args.model, prompts,
+                                                        args.max_tokens, c, args.client))
+                    runs[mode].append(run)
+                    server_cpu[mode].append(_server_cpu(served) - cpu0)
             eng_tps, eng_ttft = statistics.median(engine_tps), statistics.median(engine_ttft)
             for mode, mode_runs in runs.items():
                 tps, rps, p50, p99, ttft50 = [], [], [], [], []
@@ -255,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{c:>4} {mode:>7} {med(rps):>7.1f} {med(tps):>8.1f} {med(p50):>8.1f} "
                       f"{med(p99):>8.1f} {med(ttft50):>9.1f} {eng_tps:>12.1f} "
                       f"{eng_ttft:>10.1f} {med(tps) / eng_tps:>6.2f}x "
-                      f"{med(ttft50) / eng_ttft:>5.2f}x", flush=True)
+                      f"{med(ttft50) / eng_ttft:>5.2f}x "
+                      f"{med(server_cpu[mode]) / med(engine_cpu):>5.2f}x", flush=True)
     finally:
         client.terminate()
         for served, server, thread, _ in servers.values():
