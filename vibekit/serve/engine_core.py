@@ -40,6 +40,7 @@ Decided here:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import itertools
 import logging
 import multiprocessing
@@ -112,10 +113,13 @@ class EngineCoreClient:
             raise ValueError(f"max_waiting={max_waiting} is invalid; it must be >= 0 or None")
         ctx = multiprocessing.get_context("spawn")  # no fork of torch's threads
         self._conn, child = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(target=_core_main, name="vibekit-engine-core", daemon=True,
+        # NOTE: not a daemon, so the core may start processes of its own (tensor-parallel
+        # ranks); it stops when this process closes the pipe, at the latest at exit (_at_exit).
+        self.process = ctx.Process(target=_core_main, name="vibekit-engine-core",
                                    args=(child, factory, args, kwargs, max_waiting))
         self.process.start()
         child.close()
+        atexit.register(self._at_exit)
         self._send_lock = threading.Lock()
         self._state = "running"
         self._error: BaseException | None = None
@@ -250,6 +254,16 @@ class EngineCoreClient:
             self.process.join(5)
         self._reader.join(5)
 
+    def _at_exit(self) -> None:
+        """At interpreter exit (before multiprocessing joins its children): close the pipe,
+        which stops the core, and make sure it is gone."""
+        if self.process.is_alive():
+            self._state = "stopped"
+            self._conn.close()
+            self.process.join(10.0)
+            if self.process.is_alive():
+                self.process.kill()
+
     # -- plumbing -------------------------------------------------------------------------------
 
     def _check_accepting(self) -> None:
@@ -325,7 +339,7 @@ class EngineCoreClient:
                     entry.prompt_ids = prompt_ids
                 if final is not None:
                     entry.token_ids, entry.text, usage = final
-                    del live[rid]
+                    live.pop(rid, None)
                 else:
                     entry.token_ids += delta_ids
                     entry.text += delta_text
