@@ -60,9 +60,12 @@ def server_commands(args: argparse.Namespace, name: str) -> dict[str, list[str]]
     commands = {"vibekit-process": [*vibekit, "--engine-process"],
                 "vibekit-thread": [*vibekit, "--no-engine-process"]}
     if "vllm" in args.servers:
-        exe = VENVS / "vllm" / "bin" / "vllm"
+        exe = VENVS / "vllm" / "bin" / "python"
         if exe.exists():
-            commands["vllm"] = [str(exe), "serve", model_path(args.model),
+            # the module `vllm serve` runs (that venv's vllm has no dist metadata, which the
+            # `vllm` command reads for --version)
+            commands["vllm"] = [str(exe), "-m", "vllm.entrypoints.openai.api_server",
+                                "--model", model_path(args.model),
                                 "--served-model-name", name, "--dtype", "float32",
                                 "--max-model-len", str(args.max_model_len),
                                 "--skip-tokenizer-init", "--no-enable-prefix-caching",
