@@ -44,11 +44,13 @@ def run_server(model: str, host: str = "127.0.0.1", port: int = 8000,
         served = EngineCoreClient(load_engine, model, dtype, device, max_waiting=max_waiting,
                                   **engine_options)
         where = f"engine core process {served.process.pid}"
+        num_pages = served.num_pages
     else:
         served = AsyncEngine(Engine.from_pretrained(model, dtype=dtype, device=device,
                                                     **engine_options),
                              start=False, max_waiting=max_waiting)
         where = "engine thread in the server process"
+        num_pages = served.engine.num_pages
     if chat_template is not None:  # rendered here, in the server process
         if served.tokenizer is None:
             served.shutdown(False, 0.0)
@@ -60,7 +62,7 @@ def run_server(model: str, host: str = "127.0.0.1", port: int = 8000,
                      shutdown_timeout=shutdown_timeout, max_body_bytes=max_body_bytes,
                      request_timeout=request_timeout, num_prepare_threads=num_prepare_threads)
     logger.info("serving %s as %r on http://%s:%d (max_model_len %d, %d KV pages, %s)",
-                model, name, host, port, served.config.max_model_len, served.num_pages, where)
+                model, name, host, port, served.config.max_model_len, num_pages, where)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
                             timeout_graceful_shutdown=shutdown_timeout)
 
