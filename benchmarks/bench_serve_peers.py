@@ -159,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-threads", type=int, default=None, help="vibekit's torch threads")
     ap.add_argument("--startup-timeout", type=float, default=600.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--attach", nargs="+", default=[], metavar="NAME=URL",
+                    help="measure servers already running (serving the model as `bench`) "
+                         "instead of starting them, e.g. vllm=http://127.0.0.1:8001")
     ap.add_argument("--quick", action="store_true", help="vibekit only, tiny, for CI")
     args = ap.parse_args(argv)
     if args.quick:
@@ -169,27 +172,29 @@ def main(argv: list[str] | None = None) -> int:
     vocab = 200  # ids every model here has (the zoo's byte-level vocabulary and dummy's)
     log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / "bench_serve_peers"
     log_dir.mkdir(exist_ok=True)
-    commands = server_commands(args, name)
-    print(f"bench_serve_peers: model {args.model}, servers {sorted(commands)}, "
+    attached = dict(a.split("=", 1) for a in args.attach)
+    commands = {k: v for k, v in server_commands(args, name).items() if k not in attached}
+    print(f"bench_serve_peers: model {args.model}, servers {sorted([*commands, *attached])}, "
           f"{args.num_requests} requests per level of {args.prompt_tokens} prompt tokens, "
           f"max_tokens {args.max_tokens} (greedy, ignore_eos, streamed), concurrency "
           f"{args.concurrency}, medians of {args.repeats} interleaved repeats, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start")
     procs = start(commands, log_dir, args.startup_timeout)
+    servers = {key: url for key, (_, url) in procs.items()} | attached
     client = multiprocessing.get_context("spawn").Pool(1)
     try:
-        for _, url in procs.values():  # warm up
+        for url in servers.values():  # warm up
             client.apply(run_level, (url, name, [[5, 6, 7]] * 4, 4, 2))
         print(f"{'conc':>4} {'server':>16} {'tok/s':>8} {'ttft50 ms':>9} {'p50 ms':>8}")
         for c in args.concurrency:
             prompts = [[rng.randrange(3, vocab) for _ in range(args.prompt_tokens)]
                        for _ in range(args.num_requests)]
-            runs: dict[str, list[tuple[float, float, float]]] = {k: [] for k in procs}
+            runs: dict[str, list[tuple[float, float, float]]] = {k: [] for k in servers}
             for rep in range(args.repeats):
-                order = list(procs)
+                order = list(servers)
                 order = order[rep % len(order):] + order[:rep % len(order)]
                 for key in order:
-                    wall, results = client.apply(run_level, (procs[key][1], name, prompts,
+                    wall, results = client.apply(run_level, (servers[key], name, prompts,
                                                              args.max_tokens, c))
                     tokens = sum(r[2] for r in results)
                     assert tokens == args.num_requests * args.max_tokens, (key, tokens)
