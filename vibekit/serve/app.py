@@ -31,7 +31,8 @@ __all__ = ["MAX_CHOICES", "create_app"]
 T = TypeVar("T")
 
 
-def create_app(engine: AsyncEngine | Engine | EngineCoreClient, served_model_names: str | Sequence[str],
+def create_app(engine: AsyncEngine | Engine | EngineCoreClient,
+               served_model_names: str | Sequence[str],
                shutdown_timeout: float = 30.0, owns_engine: bool = True, *,
                max_body_bytes: int = limits.DEFAULT_MAX_BODY_BYTES,
                max_prompt_chars: int | None = None, request_timeout: float | None = None,
