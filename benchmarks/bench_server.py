@@ -1,14 +1,19 @@
 """OpenAI server on loopback vs Engine.generate on the same requests, for a concurrency sweep.
 
-For each concurrency c, c clients stream completions back to back over HTTP (SSE, httpx) until
-N requests are done: throughput and p50/p99 latency. The baseline is Engine.generate on the same
-prompts and params with max_num_seqs=c (the batch the server can form at that concurrency);
-the ratio server/engine is the serving overhead (HTTP, SSE, asyncio, the engine thread), as
-wall time and as the server process's CPU time (steadier on a shared machine). The client runs
-in its own process (as real clients do), so it does not hold the server's GIL; on a small
-machine it still takes CPU the server could use.
+For each concurrency c, c clients stream completions back to back over HTTP (SSE) until N
+requests are done: throughput, p50/p99 latency and p50 time to first token (TTFT). The server
+runs in two modes, side by side: the engine on a thread of the server process ("thread",
+AsyncEngine) and the engine in a core process of its own ("process", EngineCoreClient). The
+baselines, on the same prompts and params with max_num_seqs=c (the batch the server can form
+at that concurrency): Engine.generate's throughput, and the engine's TTFT under the same
+closed loop as the clients (c requests in flight, a new one added as one finishes, TTFT from
+add_request to the step that returns its first token). Every repeat runs all of them in turn
+(interleaved); the table shows medians over the repeats. cpu x: the server's CPU seconds
+(both processes in process mode) over Engine.generate's, steadier than wall time on a shared
+machine. The client runs in its own process
+(as real clients do); on a small machine it still takes CPU the server could use.
 
-    python benchmarks/bench_server.py            # concurrency 1, 16, 64
+    python benchmarks/bench_server.py            # concurrency 1, 16, 64, both modes
     python benchmarks/bench_server.py --quick    # a few seconds, for CI
 """
 
@@ -32,6 +37,7 @@ import uvicorn
 from vibekit import Engine, SamplingParams
 from vibekit.runtime.async_engine import AsyncEngine
 from vibekit.serve import create_app
+from vibekit.serve.engine_core import EngineCoreClient, load_engine
 
 WORDS = ("page cache token batch prefill decode kernel tensor stream latency throughput "
          "scheduler prefix sample logits attention").split()
@@ -42,11 +48,12 @@ def make_prompts(rng: random.Random, n: int, tag: str) -> list[str]:
     return [f"{tag}-{i}: " + " ".join(rng.choices(WORDS, k=rng.randint(3, 10))) for i in range(n)]
 
 
-def start_server(engine: Engine, model: str) -> tuple[uvicorn.Server, threading.Thread, str]:
+def start_server(engine: AsyncEngine | EngineCoreClient,
+                 model: str) -> tuple[uvicorn.Server, threading.Thread, str]:
     # proto IPPROTO_TCP: asyncio then sets TCP_NODELAY on accepted connections (no Nagle)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
-    app = create_app(AsyncEngine(engine, start=False), model)
+    app = create_app(engine, model)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -135,6 +142,45 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
+def _server_cpu(served: AsyncEngine | EngineCoreClient) -> float:
+    """CPU seconds of the server so far: this process (HTTP, and the engine thread in thread
+    mode) plus the engine core process in process mode (psutil; this process only without)."""
+    total = time.process_time()
+    if isinstance(served, EngineCoreClient) and importlib.util.find_spec("psutil"):
+        import psutil
+
+        times = psutil.Process(served.process.pid).cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def engine_closed_loop(engine: Engine, prompts: list[str], params: SamplingParams,
+                       concurrency: int) -> tuple[float, list[float], int]:
+    """The clients' closed loop on the engine itself: (wall s, TTFTs s, tokens)."""
+    queue = list(reversed(prompts))
+    added: dict[str, float] = {}
+    ttft: dict[str, float] = {}
+    tokens = 0
+
+    def add() -> None:
+        added[engine.add_request(queue.pop(), params)] = time.perf_counter()
+
+    t0 = time.perf_counter()
+    for _ in range(min(concurrency, len(queue))):
+        add()
+    while engine.has_unfinished_requests():
+        outs = engine.step()
+        now = time.perf_counter()
+        for out in outs:
+            if out.request_id not in ttft and out.delta_token_ids:
+                ttft[out.request_id] = now - added[out.request_id]
+            if out.finished:
+                tokens += len(out.token_ids)
+                if queue:
+                    add()
+    return time.perf_counter() - t0, list(ttft.values()), tokens
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="dummy:tiny-llama")
@@ -142,10 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-requests", type=int, default=128, help="requests per level")
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3,
-                    help="alternate engine and server runs this often; keep the best of each")
+                    help="run the engine and every server mode in turn this often; medians")
+    ap.add_argument("--modes", nargs="+", choices=["thread", "process"],
+                    default=["thread", "process"], help="server modes to measure")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--num-threads", type=int, default=None,
-                    help="torch threads of both sides (default: torch's)")
+                    help="torch threads of every engine (default: torch's)")
     ap.add_argument("--client", choices=["aiohttp", "httpx"], default=None,
                     help="HTTP client of the load generator (default: aiohttp if installed)")
     ap.add_argument("--quick", action="store_true", help="tiny sweep for CI (a few seconds)")
@@ -161,51 +209,80 @@ def main(argv: list[str] | None = None) -> int:
     # no prefix caching: repeats must cost what the first run cost, on both sides
     options = dict(max_model_len=512, num_pages=1024, seed=args.seed,
                    enable_prefix_caching=False)
-    engine = Engine.from_pretrained(args.model, **options)
+    if args.num_threads is not None:
+        options["num_threads"] = args.num_threads
     params = SamplingParams(max_tokens=args.max_tokens, temperature=0.0, ignore_eos=True)
     print(f"bench_server: model {args.model}, seed {args.seed}, {args.num_requests} requests "
           f"per level, max_tokens {args.max_tokens} (greedy, ignore_eos), prompts of 3-10 "
-          f"words, prefix caching off, concurrency {args.concurrency}, best of {args.repeats}, "
-          f"client {args.client} SSE on loopback in its own process, cpu with "
-          f"{torch.get_num_threads()} torch threads")
-    engine.generate(make_prompts(rng, 4, "warm"), params)  # first calls are slow
-    server, thread, url = start_server(engine, args.model)
+          f"words, prefix caching off, concurrency {args.concurrency}, modes {args.modes}, "
+          f"medians of {args.repeats} interleaved repeats, client {args.client} SSE on "
+          f"loopback in its own process, cpu with {torch.get_num_threads()} torch threads")
+    servers = {}
+    for mode in args.modes:
+        if mode == "thread":
+            engine = Engine.from_pretrained(args.model, **options)
+            engine.generate(make_prompts(rng, 4, "warm"), params)  # first calls are slow
+            served: AsyncEngine | EngineCoreClient = AsyncEngine(engine, start=False)
+        else:
+            served = EngineCoreClient(load_engine, args.model, **options)
+        servers[mode] = (served, *start_server(served, args.model))
     client = multiprocessing.get_context("spawn").Pool(1)
-    client.apply(run_level_sync, (url, args.model, make_prompts(rng, 4, "warm-http"), 4, 2,
-                                  args.client))
-    print(f"{'conc':>4} {'req/s':>7} {'tok/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'ttft50 ms':>9} {'engine tok/s':>12} {'wall x':>7} {'cpu x':>6}")
+    for _, _, _, url in servers.values():
+        client.apply(run_level_sync, (url, args.model, make_prompts(rng, 4, "warm-http"), 4, 2,
+                                      args.client))
+    print(f"{'conc':>4} {'mode':>7} {'req/s':>7} {'tok/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'ttft50 ms':>9} {'engine tok/s':>12} {'eng ttft50':>10} {'tok/s x':>7} "
+          f"{'ttft x':>6} {'cpu x':>6}")
     try:
         for c in args.concurrency:
             prompts = make_prompts(rng, args.num_requests, f"c{c}")
             baseline = Engine.from_pretrained(args.model, max_num_seqs=c, **options)
             baseline.generate(make_prompts(rng, 2, "warm"), params)
-            engine_s = engine_cpu = server_cpu = float("inf")
-            best = None
+            engine_tps, engine_ttft = [], []
+            runs: dict[str, list[tuple[float, list[tuple[float, float, int]]]]] = {
+                m: [] for m in servers}
+            server_cpu: dict[str, list[float]] = {m: [] for m in servers}
+            engine_cpu = []
             for _ in range(args.repeats):
-                t0, c0 = time.perf_counter(), time.process_time()
+                t0, cpu0 = time.perf_counter(), time.process_time()
                 outs = baseline.generate(prompts, params)
-                engine_s = min(engine_s, time.perf_counter() - t0)
-                engine_cpu = min(engine_cpu, time.process_time() - c0)
-                c0 = time.process_time()
-                run = client.apply(run_level_sync, (url, args.model, prompts, args.max_tokens, c,
-                                                    args.client))
-                server_cpu = min(server_cpu, time.process_time() - c0)
-                best = run if best is None or run[0] < best[0] else best
-            engine_tokens = sum(len(o.token_ids) for o in outs)
-            wall, results = best
-            tokens = sum(r[2] for r in results)
-            assert len(results) == len(prompts) and tokens == engine_tokens, "lost tokens"
-            lat = [r[0] * 1e3 for r in results]
-            ttft = [r[1] * 1e3 for r in results]
-            print(f"{c:>4} {len(results) / wall:>7.1f} {tokens / wall:>8.1f} "
-                  f"{statistics.median(lat):>8.1f} {pct(lat, 0.99):>8.1f} "
-                  f"{statistics.median(ttft):>9.1f} {engine_tokens / engine_s:>12.1f} "
-                  f"{wall / engine_s:>6.2f}x {server_cpu / engine_cpu:>5.2f}x")
+                engine_cpu.append(time.process_time() - cpu0)
+                engine_tokens = sum(len(o.token_ids) for o in outs)
+                engine_tps.append(engine_tokens / (time.perf_counter() - t0))
+                _, ttfts, loop_tokens = engine_closed_loop(baseline, prompts, params, c)
+                assert loop_tokens == engine_tokens, "the closed loop lost tokens"
+                engine_ttft.append(statistics.median(ttfts) * 1e3)
+                for mode, (served, _, _, url) in servers.items():
+                    cpu0 = _server_cpu(served)
+                    run = client.apply(run_level_sync, (url, args.model, prompts,
+                                                        args.max_tokens, c, args.client))
+                    runs[mode].append(run)
+                    server_cpu[mode].append(_server_cpu(served) - cpu0)
+            eng_tps, eng_ttft = statistics.median(engine_tps), statistics.median(engine_ttft)
+            for mode, mode_runs in runs.items():
+                tps, rps, p50, p99, ttft50 = [], [], [], [], []
+                for wall, results in mode_runs:
+                    tokens = sum(r[2] for r in results)
+                    assert len(results) == len(prompts) and tokens == engine_tokens, (
+                        "lost tokens")
+                    lat = [r[0] * 1e3 for r in results]
+                    tps.append(tokens / wall)
+                    rps.append(len(results) / wall)
+                    p50.append(statistics.median(lat))
+                    p99.append(pct(lat, 0.99))
+                    ttft50.append(statistics.median(r[1] * 1e3 for r in results))
+                med = statistics.median
+                print(f"{c:>4} {mode:>7} {med(rps):>7.1f} {med(tps):>8.1f} {med(p50):>8.1f} "
+                      f"{med(p99):>8.1f} {med(ttft50):>9.1f} {eng_tps:>12.1f} "
+                      f"{eng_ttft:>10.1f} {med(tps) / eng_tps:>6.2f}x "
+                      f"{med(ttft50) / eng_ttft:>5.2f}x "
+                      f"{med(server_cpu[mode]) / med(engine_cpu):>5.2f}x", flush=True)
     finally:
         client.terminate()
-        server.should_exit = True
-        thread.join(30)
+        for served, server, thread, _ in servers.values():
+            server.should_exit = True
+            thread.join(30)
+            served.shutdown(timeout=5.0)
     return 0
 
 

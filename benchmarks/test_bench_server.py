@@ -20,4 +20,6 @@ def test_bench_server_quick_completes(capsys):
     bench = _import_bench("bench_server")
     assert bench.main(["--quick"]) == 0
     out = capsys.readouterr().out
-    assert "engine tok/s" in out and len(out.strip().splitlines()) == 4  # settings, header, 2
+    lines = out.strip().splitlines()
+    assert "engine tok/s" in out and len(lines) == 6  # settings, header, 2 levels x 2 modes
+    assert {line.split()[1] for line in lines[2:]} == {"thread", "process"}

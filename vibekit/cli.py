@@ -76,7 +76,8 @@ def _serve(args: argparse.Namespace) -> int:
                    log_level=args.log_level, max_body_bytes=args.max_body_bytes,
                    request_timeout=args.request_timeout, max_waiting=args.max_waiting,
                    chat_template=args.chat_template,
-                   num_prepare_threads=args.prepare_threads, **options)
+                   num_prepare_threads=args.prepare_threads,
+                   engine_process=args.engine_process, **options)
     except KeyboardInterrupt:  # uvicorn re-raises SIGINT after its graceful shutdown
         pass
     return 0
@@ -117,6 +118,12 @@ def _serve_replicas(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # SIGINT during Ray's shutdown
         pass
     return 0
+
+
+def _engine_process_default() -> bool:
+    from vibekit.serve.server import ENGINE_PROCESS_DEFAULT
+
+    return ENGINE_PROCESS_DEFAULT
 
 
 class _DefaultsFormatter(argparse.HelpFormatter):
@@ -189,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--prepare-threads", type=int, default=2,
                      help="worker threads that parse and tokenize requests")
     srv.add_argument("--tensor-parallel-size", type=int, default=None, help=_TP_HELP)
+    srv.add_argument("--engine-process", action=argparse.BooleanOptionalAction,
+                     default=_engine_process_default(),
+                     help="run the scheduler and model loop in a process of their own (the "
+                          "engine core); --no-engine-process: a thread of the server process")
     ray_ = srv.add_argument_group(
         "replicas (Ray Serve; needs the `ray` extra)",
         "--replicas N runs N engines behind one OpenAI ingress on Ray Serve, each request routed "

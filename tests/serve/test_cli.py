@@ -20,7 +20,7 @@ def test_serve_help_shows_defaults_and_the_server_flags(capsys):
         main(["serve", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     for flag in ("--num-threads", "--num-draft-tokens", "--max-body-bytes", "--request-timeout",
-                 "--max-waiting", "--chat-template"):
+                 "--max-waiting", "--chat-template", "--engine-process", "--no-engine-process"):
         assert flag in out
     assert "(default: 8000)" in out and "(default: 8388608)" in out
 

@@ -22,15 +22,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM,
-                                 pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
-def test_signal_lets_in_flight_streams_finish_then_exits(sig):
+@pytest.mark.parametrize("sig,mode", [
+    (signal.SIGTERM, "--engine-process"), (signal.SIGTERM, "--no-engine-process"),
+    pytest.param(signal.SIGINT, "--engine-process", marks=pytest.mark.slow)])
+def test_signal_lets_in_flight_streams_finish_then_exits(sig, mode):
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "vibekit.cli", "serve", MODEL, "--port", str(port),
          "--max-model-len", "512", "--num-pages", "64", "--shutdown-timeout", "30",
-         "--log-level", "warning"],
+         "--log-level", "warning", mode],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 90

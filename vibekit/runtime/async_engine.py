@@ -271,7 +271,7 @@ class AsyncEngine:
         if request_id is None:
             request_id = f"{self._id_prefix}-{next(self._ids)}"
         loop = asyncio.get_running_loop()
-        stream = RequestStream(self, request_id, loop, coalesce)
+        stream = self._make_stream(request_id, loop, coalesce)
         accepted: asyncio.Future[None] = loop.create_future()
         self._submit(_Add(prompt, params, request_id, kwargs, stream, accepted, deadline,
                           timeout))
@@ -282,6 +282,12 @@ class AsyncEngine:
             self._submit_abort(request_id)
             raise
         return stream
+
+    def _make_stream(self, request_id: str, loop: asyncio.AbstractEventLoop,
+                     coalesce: bool) -> RequestStream:
+        """The stream add_request returns (a subclass may deliver its outputs elsewhere, as
+        the engine core process does: vibekit.serve.engine_core)."""
+        return RequestStream(self, request_id, loop, coalesce)
 
     def compile_grammar(self, response_format: dict[str, Any] | None) -> None:
         """Compile a response_format's grammar into the engine's grammar cache now, from any

@@ -21,6 +21,7 @@ from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
 from vibekit import AsyncEngine, Engine, RequestStream
 from vibekit.serve import limits, metrics, serving
+from vibekit.serve.engine_core import EngineCoreClient
 from vibekit.serve.errors import APIError, install_error_handlers
 from vibekit.serve.prepare import MAX_CHOICES, Preparer
 from vibekit.serve.responses import JSONResponse
@@ -30,12 +31,14 @@ __all__ = ["MAX_CHOICES", "create_app"]
 T = TypeVar("T")
 
 
-def create_app(engine: AsyncEngine | Engine, served_model_names: str | Sequence[str],
+def create_app(engine: AsyncEngine | Engine | EngineCoreClient,
+               served_model_names: str | Sequence[str],
                shutdown_timeout: float = 30.0, owns_engine: bool = True, *,
                max_body_bytes: int = limits.DEFAULT_MAX_BODY_BYTES,
                max_prompt_chars: int | None = None, request_timeout: float | None = None,
                max_waiting: int | None = None, num_prepare_threads: int = 2) -> FastAPI:
-    """Build the app around an Engine, or an AsyncEngine (started or not) that wraps one.
+    """Build the app around an Engine, or an AsyncEngine (started or not) that wraps one, or
+    an EngineCoreClient (the engine in a process of its own; vibekit.serve.engine_core).
 
     served_model_names: the `model` values requests may name (the first is listed first).
     The lifespan starts the engine thread; at shutdown (after uvicorn has stopped accepting

@@ -1,4 +1,5 @@
-"""run_server: load an Engine, wrap it in an AsyncEngine and serve it with uvicorn."""
+"""run_server: load an Engine, serve it with uvicorn, in this process (an AsyncEngine) or in an
+engine core process of its own (vibekit.serve.engine_core)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ from typing import Any
 
 logger = logging.getLogger("vibekit.serve")
 
+# NOTE: chosen by measurement (benchmarks/RESULTS.md, "server: engine core process").
+ENGINE_PROCESS_DEFAULT = True
+
 
 def run_server(model: str, host: str = "127.0.0.1", port: int = 8000,
                served_model_name: str | None = None, dtype: str = "float32",
                device: str = "cpu", shutdown_timeout: float = 30.0, log_level: str = "info",
                max_body_bytes: int = 8 * 1024 * 1024, request_timeout: float | None = None,
                max_waiting: int | None = None, chat_template: str | None = None,
-               num_prepare_threads: int = 2, **engine_options: Any) -> None:
+               num_prepare_threads: int = 2, engine_process: bool = ENGINE_PROCESS_DEFAULT,
+               **engine_options: Any) -> None:
     """Serve `model` (an HF folder, "dummy:<preset>" or "zoo:<name>") until SIGINT/SIGTERM.
 
     engine_options go to Engine.from_pretrained (max_model_len, page_size, num_pages,
@@ -21,7 +26,9 @@ def run_server(model: str, host: str = "127.0.0.1", port: int = 8000,
     stops accepting connections and waits up to `shutdown_timeout` seconds for open requests,
     then the engine aborts whatever is left and stops. chat_template: a Jinja file for a
     tokenizer that has none. The other options are create_app's. uvicorn uses uvloop and
-    httptools when they are installed (the serve extra).
+    httptools when they are installed (the serve extra). engine_process: run the scheduler and
+    model loop in a process of its own (EngineCoreClient), so HTTP work never shares their GIL;
+    False: an engine thread in this process (AsyncEngine).
 
     Example: `run_server("dummy:tiny-llama", port=8000, max_model_len=1024)`
     """
@@ -30,18 +37,32 @@ def run_server(model: str, host: str = "127.0.0.1", port: int = 8000,
     from vibekit import AsyncEngine, Engine
     from vibekit.serve.app import create_app
 
-    engine = Engine.from_pretrained(model, dtype=dtype, device=device, **engine_options)
-    if chat_template is not None:
-        if engine.tokenizer is None:
+    served: Any
+    if engine_process:
+        from vibekit.serve.engine_core import EngineCoreClient, load_engine
+
+        served = EngineCoreClient(load_engine, model, dtype, device, max_waiting=max_waiting,
+                                  **engine_options)
+        where = f"engine core process {served.process.pid}"
+        num_pages = served.num_pages
+    else:
+        served = AsyncEngine(Engine.from_pretrained(model, dtype=dtype, device=device,
+                                                    **engine_options),
+                             start=False, max_waiting=max_waiting)
+        where = "engine thread in the server process"
+        num_pages = served.engine.num_pages
+    if chat_template is not None:  # rendered here, in the server process
+        if served.tokenizer is None:
+            served.shutdown(False, 0.0)
             raise ValueError(f"{model} has no tokenizer to give a chat template to")
         with open(chat_template) as f:
-            engine.tokenizer.chat_template = f.read()
+            served.tokenizer.chat_template = f.read()
     name = served_model_name or model
-    app = create_app(AsyncEngine(engine, start=False, max_waiting=max_waiting), name,
+    app = create_app(served, name,
                      shutdown_timeout=shutdown_timeout, max_body_bytes=max_body_bytes,
                      request_timeout=request_timeout, num_prepare_threads=num_prepare_threads)
-    logger.info("serving %s as %r on http://%s:%d (max_model_len %d, %d KV pages)", model,
-                name, host, port, engine.config.max_model_len, engine.num_pages)
+    logger.info("serving %s as %r on http://%s:%d (max_model_len %d, %d KV pages, %s)",
+                model, name, host, port, served.config.max_model_len, num_pages, where)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
                             timeout_graceful_shutdown=shutdown_timeout)
 

@@ -1,0 +1,42 @@
+"""Engine factories for the engine core process in tests (module level: the core process
+imports them by name)."""
+
+from __future__ import annotations
+
+import time
+
+from vibekit import Engine
+
+POISON = 200  # a token id no other prompt in these tests contains
+
+
+def poisoned_engine(model: str, **options) -> Engine:
+    """An engine whose model forward raises whenever the POISON token is in the batch."""
+    engine = Engine.from_pretrained(model, **options)
+    model_ = engine.runner.model
+    real_forward = model_.forward
+
+    def forward(input_ids, *args, **kwargs):
+        if POISON in input_ids.tolist():
+            raise RuntimeError("simulated kernel fault in the core")
+        return real_forward(input_ids, *args, **kwargs)
+
+    model_.forward = forward
+    return engine
+
+
+def slow_engine(model: str, **options) -> Engine:
+    """An engine whose steps take at least 10 ms (so requests overlap predictably)."""
+    engine = Engine.from_pretrained(model, **options)
+    real_step = engine.step
+
+    def slow_step():
+        time.sleep(0.01)
+        return real_step()
+
+    engine.step = slow_step
+    return engine
+
+
+def broken_engine(model: str, **options) -> Engine:
+    raise ValueError(f"cannot build {model}: simulated bad checkpoint")
