@@ -249,7 +249,8 @@ class EngineConfig:
     num_threads: int | None = None
     # Linear layers: "auto" (the AVX512 prepacked kernel on CPU where it builds, else torch),
     # "cpu" (that kernel, or an error), "torch" (nn.Linear); quantization None or "int8"
-    # (weight-only, per-output-channel scales). See vibekit/models/linear.py.
+    # (weight-only, per-output-channel scales). See vibekit/models/linear.py. On device "mlx":
+    # None, "mlx-q4" or "mlx-q8" (mx.quantize affine, group size 64; vibekit/models/mlx).
     linear_backend: str = "auto"
     quantization: str | None = None
     # Tensor parallelism (vibekit.distributed.tp): shard the model over this many ranks.
@@ -265,13 +266,22 @@ class EngineConfig:
     grammar_overlap: str = "auto"  # "auto" | "always" | "never"
 
 
+    @property
+    def host_device(self) -> str:
+        """Where host-side torch work runs (generators, masks, logits processors): the device
+        itself, or "cpu" for the MLX backend (device "mlx": the model and KV on MLX arrays)."""
+        return "cpu" if self.device == "mlx" else self.device
+
     def __post_init__(self) -> None:
         if self.linear_backend not in LINEAR_BACKENDS:
             raise ValueError(f"linear_backend={self.linear_backend!r} is not supported; use one "
                              f"of {list(LINEAR_BACKENDS)}")
-        if self.quantization not in (None, "int8"):
-            raise ValueError(f"quantization={self.quantization!r} is not supported; use None "
-                             "or 'int8'")
+        allowed_q = (None, "mlx-q4", "mlx-q8") if self.device == "mlx" else (None, "int8")
+        if self.quantization not in allowed_q:
+            raise ValueError(f"quantization={self.quantization!r} is not supported on device "
+                             f"{self.device!r}; use one of {list(allowed_q)}")
+        if self.device == "mlx" and self.tensor_parallel_size != 1:
+            raise ValueError("tensor_parallel_size > 1 is not supported on device 'mlx'")
         if (not isinstance(self.tensor_parallel_size, int)
                 or isinstance(self.tensor_parallel_size, bool) or self.tensor_parallel_size < 1):
             raise ValueError(f"tensor_parallel_size must be an integer >= 1, got "
