@@ -12,7 +12,6 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
-import numpy as np
 import torch
 
 from vibekit.config import ModelConfig, resolve_dtype

@@ -7,29 +7,26 @@ import numpy as np
 
 
 def apply_token_bitmask_mlx(logits: mx.array, bitmask: np.ndarray,
-                            rows: list[int] | None = None) -> mx.array:
-    """logits [S, V] float, bitmask [R, ceil(V / 32)] int32 (bit j of word w allows token
-    32 * w + j, xgrammar's / llguidance's layout), rows: the logits row of each bitmask row (None:
-    row i for bitmask row i, R == S). Returns logits with forbidden tokens at -inf (mx arrays are
-    immutable, so unlike the torch op this returns the result).
+                            indices: list[int] | None = None) -> mx.array:
+    """`apply_token_bitmask_ref` on MLX: logits [S, V] float, bitmask [S, ceil(V / 32)] int32
+    (bit j % 32 of word j // 32 allows token j: xgrammar's / llguidance's layout), indices: the
+    rows to mask (None: every row). Returns the logits with forbidden tokens at -inf (MLX arrays
+    are immutable, so unlike the torch op this returns the result).
 
     Example::
 
-        logits = apply_token_bitmask_mlx(logits, bitmask.numpy(), rows=[0, 2])
+        logits = apply_token_bitmask_mlx(logits, bitmask.numpy(), indices=[0, 2])
     """
     num_rows, vocab = logits.shape
     words = np.ascontiguousarray(bitmask, dtype=np.int32).view(np.uint32)
-    if rows is None:
-        if words.shape[0] != num_rows:
-            raise ValueError(f"bitmask has {words.shape[0]} rows for {num_rows} logits rows; "
-                             "pass rows= to name the logits row of each")
-        rows = list(range(num_rows))
-    if words.shape[1] * 32 < vocab:
-        raise ValueError(f"bitmask covers {words.shape[1] * 32} tokens; logits have {vocab}")
-    # Unpack on the host side of the graph: [R, W] words -> [R, W * 32] allowed bits.
+    if words.shape != (num_rows, -(-vocab // 32)):
+        raise ValueError(f"bitmask {words.shape} does not match logits {(num_rows, vocab)}: "
+                         f"it needs one row per logits row and ceil({vocab} / 32) words")
     shifts = mx.arange(32, dtype=mx.uint32)
-    bits = (mx.array(words)[:, :, None] >> shifts) & 1  # [R, W, 32]
-    allowed = bits.reshape(len(rows), -1)[:, :vocab].astype(mx.bool_)  # [R, V]
-    full = mx.ones((num_rows, vocab), dtype=mx.bool_)
-    full[mx.array(rows, dtype=mx.int32)] = allowed
-    return mx.where(full, logits, mx.array(-mx.inf, dtype=logits.dtype))
+    bits = (mx.array(words)[:, :, None] >> shifts) & 1  # [S, W, 32]
+    allowed = bits.reshape(num_rows, -1)[:, :vocab].astype(mx.bool_)  # [S, V]
+    if indices is not None:
+        masked = np.zeros((num_rows, 1), dtype=bool)
+        masked[list(indices)] = True
+        allowed = allowed | mx.array(~masked)  # rows not listed stay untouched
+    return mx.where(allowed, logits, mx.array(-mx.inf, dtype=logits.dtype))
