@@ -40,8 +40,7 @@ class MLXPages:
             kv_lens.append(start + len(chunk))
             tables.append([seq * 64 + p for p in range(64)])
         plan = AttentionPlan.build(q_lens, kv_lens, tables, self.page_size)
-        logits = self.model(mx.array(ids), plan, mx.array(rows), self.cache.kv_caches,
-                            max(kv_lens) - 1)
+        logits = self.model(mx.array(ids), plan, mx.array(rows), self.cache.kv_caches)
         out = np.array(logits)
         split = np.cumsum(q_lens)[:-1]
         return np.split(out, split)

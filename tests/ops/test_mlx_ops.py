@@ -15,10 +15,10 @@ mx = pytest.importorskip("mlx.core")
 
 from vibekit.ops.mlx import (  # noqa: E402
     AttentionPlan,
-    apply_rope_mlx,
     apply_token_bitmask_mlx,
     paged_attention_mlx,
-    rope_tables_mlx,
+    rope_fast_mlx,
+    rope_freqs_mlx,
 )
 
 
@@ -43,22 +43,6 @@ def test_token_bitmask_refuses_a_mask_of_the_wrong_size():
         apply_token_bitmask_mlx(mx.zeros((1, 40)), np.zeros((1, 1), dtype=np.int32))
     with pytest.raises(ValueError, match="one row per logits row"):
         apply_token_bitmask_mlx(mx.zeros((2, 40)), np.zeros((1, 2), dtype=np.int32))
-
-
-@pytest.mark.parametrize("scaling", [None, {"rope_type": "llama3", "factor": 8.0,
-                                            "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                                            "original_max_position_embeddings": 64}])
-def test_rope_matches_the_reference(scaling):
-    gen = torch.Generator().manual_seed(0)
-    q, k = torch.randn(19, 4, 32, generator=gen), torch.randn(19, 2, 32, generator=gen)
-    positions = torch.randint(0, 999, (19,), generator=gen)
-    cos, sin = rope_cos_sin_cache(rope_inv_freq(32, 10000.0, scaling), 1024)
-    eq, ek = apply_rope_ref(q, k, positions, cos, sin)
-    mcos, msin = rope_tables_mlx(32, 10000.0, scaling, 1024)
-    idx = mx.array(positions.numpy())
-    gq, gk = apply_rope_mlx(mx.array(q.numpy()), mx.array(k.numpy()), mcos[idx], msin[idx])
-    np.testing.assert_allclose(np.array(gq), eq.numpy(), atol=1e-5)
-    np.testing.assert_allclose(np.array(gk), ek.numpy(), atol=1e-5)
 
 
 @pytest.mark.parametrize("q_lens,kv_lens", [([1], [1]), ([19], [19]), ([1, 1, 1], [99, 5, 37]),
@@ -96,3 +80,21 @@ def test_paged_attention_matches_the_reference(q_lens, kv_lens):
                               mx.array(v_new.numpy()), mk, mv, plan, 0.25)
     np.testing.assert_allclose(np.array(got), expected.numpy(), atol=1e-5)
     np.testing.assert_array_equal(np.array(mk), ref_k.numpy())  # appended in place
+
+
+@pytest.mark.parametrize("scaling", [None, {"rope_type": "llama3", "factor": 8.0,
+                                            "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                            "original_max_position_embeddings": 64},
+                                     {"rope_type": "linear", "factor": 4.0}])
+def test_fused_rope_matches_the_reference(scaling):
+    gen = torch.Generator().manual_seed(1)
+    q, k = torch.randn(19, 4, 32, generator=gen), torch.randn(19, 2, 32, generator=gen)
+    positions = torch.randint(0, 999, (19,), generator=gen)
+    cos, sin = rope_cos_sin_cache(rope_inv_freq(32, 10000.0, scaling), 1024)
+    eq, ek = apply_rope_ref(q, k, positions, cos, sin)
+    freqs = rope_freqs_mlx(32, 10000.0, scaling)
+    pos = mx.array(positions.numpy().astype(np.int32))
+    np.testing.assert_allclose(np.array(rope_fast_mlx(mx.array(q.numpy()), pos, freqs)),
+                               eq.numpy(), atol=1e-4)
+    np.testing.assert_allclose(np.array(rope_fast_mlx(mx.array(k.numpy()), pos, freqs)),
+                               ek.numpy(), atol=1e-4)

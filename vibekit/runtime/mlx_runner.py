@@ -54,7 +54,7 @@ class MLXModelRunner(ModelRunner):
         plan = AttentionPlan.build(q_lens, kv_lens, tables, self.page_size)
         logits = self.model(mx.array(np.asarray(input_ids, dtype=np.int32)), plan,
                             mx.array(np.asarray(sample_indices, dtype=np.int32)),
-                            self.cache.kv_caches, max(kv_lens) - 1)
+                            self.cache.kv_caches)
         mx.eval(logits, *self.cache.arrays())
         return logits
 

@@ -13,10 +13,7 @@ import mlx.nn as nn
 from vibekit.config import ModelConfig
 from vibekit.kvcache.spec import KVCacheSpec
 from vibekit.models.base import CacheSpec
-from vibekit.ops.mlx import AttentionPlan, apply_rope_mlx, paged_attention_mlx, rope_tables_mlx
-
-# The rope table covers this many positions up front; longer batches grow it.
-_MAX_INITIAL_ROPE_POSITIONS = 32768
+from vibekit.ops.mlx import AttentionPlan, paged_attention_mlx, rope_fast_mlx, rope_freqs_mlx
 
 
 class MLXRMSNorm(nn.Module):
@@ -46,7 +43,7 @@ class MLXAttention(nn.Module):
             self.q_norm = MLXRMSNorm(d, config.rms_norm_eps)
             self.k_norm = MLXRMSNorm(d, config.rms_norm_eps)
 
-    def __call__(self, x: mx.array, plan: AttentionPlan, cos: mx.array, sin: mx.array,
+    def __call__(self, x: mx.array, plan: AttentionPlan, freqs: mx.array,
                  kv_caches: list[tuple[mx.array, mx.array]]) -> mx.array:
         num_tokens, d = x.shape[0], self.head_dim
         q = self.q_proj(x).reshape(num_tokens, self.num_qo_heads, d)  # [T, Hq, D]
@@ -54,7 +51,8 @@ class MLXAttention(nn.Module):
         v = self.v_proj(x).reshape(num_tokens, self.num_kv_heads, d)  # [T, Hk, D]
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope_mlx(q, k, cos, sin)
+        q = rope_fast_mlx(q, plan.positions, freqs)
+        k = rope_fast_mlx(k, plan.positions, freqs)
         k_cache, v_cache = kv_caches[self.layer_id]
         out = paged_attention_mlx(q, k, v, k_cache, v_cache, plan, self.scale)  # [T, Hq, D]
         return self.o_proj(out.reshape(num_tokens, self.num_qo_heads * d))  # [T, h]
@@ -79,9 +77,9 @@ class MLXDecoderLayer(nn.Module):
         self.post_attention_layernorm = MLXRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLXGatedMLP(config.hidden_size, config.intermediate_size, config.mlp_bias)
 
-    def __call__(self, x: mx.array, plan: AttentionPlan, cos: mx.array, sin: mx.array,
+    def __call__(self, x: mx.array, plan: AttentionPlan, freqs: mx.array,
                  kv_caches: list[tuple[mx.array, mx.array]]) -> mx.array:
-        x = x + self.self_attn(self.input_layernorm(x), plan, cos, sin, kv_caches)
+        x = x + self.self_attn(self.input_layernorm(x), plan, freqs, kv_caches)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -109,34 +107,23 @@ class MLXLlamaForCausalLM(nn.Module):
         self.model = MLXLlamaModel(config)
         if not config.tie_word_embeddings:
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self._rope_positions = min(config.max_position_embeddings, _MAX_INITIAL_ROPE_POSITIONS)
-        self._cos, self._sin = rope_tables_mlx(config.head_dim, config.rope_theta,
-                                               config.rope_scaling, self._rope_positions)
+        # NOTE: a plain attribute, not a parameter: quantization and load_weights skip it.
+        self._freqs = rope_freqs_mlx(config.head_dim, config.rope_theta, config.rope_scaling)
 
     def cache_spec(self) -> CacheSpec:
         c = self.config
         return CacheSpec(KVCacheSpec(c.num_layers, c.num_kv_heads, c.head_dim))
 
-    def rope(self, positions: mx.array, max_position: int) -> tuple[mx.array, mx.array]:
-        """The cos / sin rows [T, D] of `positions` (max_position: their host-side maximum)."""
-        if max_position >= self._rope_positions:
-            self._rope_positions = 1 << max_position.bit_length()
-            c = self.config
-            self._cos, self._sin = rope_tables_mlx(c.head_dim, c.rope_theta, c.rope_scaling,
-                                                   self._rope_positions)
-        return self._cos[positions], self._sin[positions]
-
     def __call__(self, input_ids: mx.array, plan: AttentionPlan, sample_indices: mx.array,
-                 kv_caches: list[tuple[mx.array, mx.array]], max_position: int) -> mx.array:
+                 kv_caches: list[tuple[mx.array, mx.array]]) -> mx.array:
         """input_ids [T] -> float32 logits [S, V] at `sample_indices`; appends this step's K/V
         to `kv_caches` (flat [num_pages * page_size, Hk, D] per layer, updated in place)."""
         if len(kv_caches) != self.config.num_layers:
             raise ValueError(f"{len(kv_caches)} KV cache layers; the model needs "
                              f"{self.config.num_layers}")
-        cos, sin = self.rope(plan.positions, max_position)
         x = self.model.embed_tokens(input_ids)  # [T, h]
         for layer in self.model.layers:
-            x = layer(x, plan, cos, sin, kv_caches)
+            x = layer(x, plan, self._freqs, kv_caches)
         x = self.model.norm(x[sample_indices])  # [S, h]
         if self.config.tie_word_embeddings:
             return self.model.embed_tokens.as_linear(x).astype(mx.float32)  # [S, V]

@@ -5,8 +5,8 @@ torch `<op>_ref` in vibekit.ops computes (tests/ops/test_mlx_ops.py compares the
 """
 
 from vibekit.ops.mlx.attention import AttentionPlan, paged_attention_mlx
-from vibekit.ops.mlx.rope import apply_rope_mlx, rope_tables_mlx
+from vibekit.ops.mlx.rope import rope_fast_mlx, rope_freqs_mlx
 from vibekit.ops.mlx.token_bitmask import apply_token_bitmask_mlx
 
-__all__ = ["AttentionPlan", "apply_rope_mlx", "apply_token_bitmask_mlx", "paged_attention_mlx",
-           "rope_tables_mlx"]
+__all__ = ["AttentionPlan", "apply_token_bitmask_mlx", "paged_attention_mlx", "rope_fast_mlx",
+           "rope_freqs_mlx"]

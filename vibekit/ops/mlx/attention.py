@@ -23,7 +23,9 @@ class AttentionPlan:
       kv_slots     [B, L]   int32  flat KV slot of every key position of each sequence (0 pad)
       q_index      [B, Q]   int32  row of the flattened batch of each padded query (0 pad)
       out_index    [T]      int32  row b * Q + i of the padded output for each query token
-      mask         [B, 1, Q, L]    additive float32 causal mask (0 allowed, -inf not)
+      mask         [B, 1, Q, L]    additive float32 causal mask (0 allowed, -inf not); for one
+                                   sequence None (one query) or "causal" (SDPA's own lower-right
+                                   causal mask: the same positions, no mask array)
       positions    [T]      int32  absolute position of each query token
     """
 
@@ -31,7 +33,7 @@ class AttentionPlan:
     kv_slots: mx.array
     q_index: mx.array
     out_index: mx.array
-    mask: mx.array
+    mask: mx.array | str | None
     positions: mx.array
     num_seqs: int
     max_q_len: int
@@ -70,9 +72,12 @@ class AttentionPlan:
             slot_mapping += slots[start:].tolist()
             positions += q_pos.tolist()
             row += q_len
+        mask_arg: mx.array | str | None = mx.array(mask)
+        if num_seqs == 1:
+            mask_arg = None if max_q == 1 else "causal"
         return cls(mx.array(np.asarray(slot_mapping, dtype=np.int32)), mx.array(kv_slots),
                    mx.array(q_index), mx.array(np.asarray(out_index, dtype=np.int32)),
-                   mx.array(mask), mx.array(np.asarray(positions, dtype=np.int32)), num_seqs,
+                   mask_arg, mx.array(np.asarray(positions, dtype=np.int32)), num_seqs,
                    max_q)
 
 
@@ -87,9 +92,12 @@ def paged_attention_mlx(q: mx.array, k: mx.array, v: mx.array, k_cache: mx.array
     keys = k_cache[plan.kv_slots].transpose(0, 2, 1, 3)  # [B, Hk, L, D]
     values = v_cache[plan.kv_slots].transpose(0, 2, 1, 3)  # [B, Hk, L, D]
     queries = q[plan.q_index].transpose(0, 2, 1, 3)  # [B, Hq, Q, D]
+    mask = plan.mask
+    if isinstance(mask, mx.array):
+        mask = mask.astype(q.dtype)
     out = mx.fast.scaled_dot_product_attention(
         queries, keys.astype(q.dtype), values.astype(q.dtype), scale=scale,
-        mask=plan.mask.astype(q.dtype))  # [B, Hq, Q, D]
+        mask=mask)  # [B, Hq, Q, D]
     out = out.transpose(0, 2, 1, 3).reshape(plan.num_seqs * plan.max_q_len, num_qo_heads,
                                             head_dim)
     return out[plan.out_index]  # [T, Hq, D]

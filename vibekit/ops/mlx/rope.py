@@ -1,32 +1,25 @@
-"""RoPE on MLX (rotate-half / NeoX layout, as HF llama), from the same tables as the torch op."""
+"""RoPE on MLX (rotate-half / NeoX layout, as HF llama), with the torch op's frequencies."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import mlx.core as mx
-import numpy as np
 
-from vibekit.ops.rope import rope_cos_sin_cache, rope_inv_freq
-
-
-def rope_tables_mlx(head_dim: int, theta: float, scaling: dict[str, Any] | None,
-                    max_positions: int) -> tuple[mx.array, mx.array]:
-    """float32 cos / sin [max_positions, head_dim]: `rope_cos_sin_cache` (llama3 and linear
-    scaling included), computed once by the torch reference and handed to MLX."""
-    cos, sin = rope_cos_sin_cache(rope_inv_freq(head_dim, theta, scaling), max_positions)
-    return mx.array(np.asarray(cos.numpy())), mx.array(np.asarray(sin.numpy()))
+from vibekit.ops.rope import rope_inv_freq
 
 
-def _rotate_half(x: mx.array) -> mx.array:
-    half = x.shape[-1] // 2
-    return mx.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+def rope_freqs_mlx(head_dim: int, theta: float, scaling: dict[str, Any] | None) -> mx.array:
+    """The wavelengths [head_dim / 2] (1 / inv_freq, llama3 and linear scaling included) that
+    `mx.fast.rope(..., base=None, freqs=...)` takes: the same frequencies as the torch op."""
+    inv_freq = rope_inv_freq(head_dim, theta, scaling).double()
+    return mx.array((1.0 / inv_freq).float().numpy())
 
 
-def apply_rope_mlx(q: mx.array, k: mx.array, cos: mx.array,
-                   sin: mx.array) -> tuple[mx.array, mx.array]:
-    """`apply_rope_ref` on MLX: q [T, Hq, D], k [T, Hk, D]; cos / sin [T, D], the table rows of
-    each token's position (gathered once per step). Returns rotated (q, k) in their dtype."""
-    cos = cos.astype(q.dtype)[:, None, :]  # [T, 1, D]
-    sin = sin.astype(q.dtype)[:, None, :]
-    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+def rope_fast_mlx(x: mx.array, positions: mx.array, freqs: mx.array) -> mx.array:
+    """RoPE of x [T, H, D] at `positions` [T] int32 with `mx.fast.rope` (one fused kernel; each
+    token is its own batch row so every token has its own offset)."""
+    num_tokens, num_heads, head_dim = x.shape
+    out = mx.fast.rope(x.reshape(num_tokens, num_heads, 1, head_dim), head_dim,
+                       traditional=False, base=None, scale=1.0, offset=positions, freqs=freqs)
+    return out.reshape(num_tokens, num_heads, head_dim)
