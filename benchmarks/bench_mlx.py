@@ -21,6 +21,7 @@ ratios, and absolute tok/s say nothing about a Mac.
 
     python benchmarks/bench_mlx.py                 # 6 files x 5 repeats
     python benchmarks/bench_mlx.py --quantization mlx-q8
+    python benchmarks/bench_mlx.py --agreement     # greedy agreement of mlx-q8 / mlx-q4
     python benchmarks/bench_mlx.py --quick         # seconds (CI)
 """
 
@@ -121,6 +122,49 @@ def vibekit_run(engine: Engine, prompt: list[int], params: SamplingParams,
     return out, time.perf_counter() - t0
 
 
+def agreement(prompts: list[list[int]], max_tokens: int) -> dict:
+    """Greedy agreement of mlx-q8 / mlx-q4 with the float model on the workload's prompts
+    (plain, ignore EOS): the fraction of each output before the first differing token, and the
+    fraction of positions whose argmax agrees when both read the float model's output."""
+    import numpy as np
+
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+    ref = Engine.from_pretrained("zoo:code-edit-tiny", device="mlx")
+    ref_ids = [o.token_ids for o in ref.generate(prompts, params)]
+    teacher = [p + ids for p, ids in zip(prompts, ref_ids)]
+    out = {}
+    for quant in sorted(QUANTIZATIONS):
+        q = Engine.from_pretrained("zoo:code-edit-tiny", device="mlx", quantization=quant)
+        ids = [o.token_ids for o in q.generate(prompts, params)]
+        prefix = [next((i for i, (a, b) in enumerate(zip(r, g)) if a != b), len(r)) / len(r)
+                  for r, g in zip(ref_ids, ids)]
+        top1 = []
+        for seq, p in zip(teacher, prompts):  # teacher-forced: argmax at every output position
+            lf, lq = (_all_logits(e.model, seq) for e in (ref, q))
+            top1.append(float(np.mean(lf[len(p) - 1:-1].argmax(-1) == lq[len(p) - 1:-1]
+                                      .argmax(-1))))
+        out[quant] = {"identical_outputs": sum(r == g for r, g in zip(ref_ids, ids)),
+                      "of": len(prompts),
+                      "mean_prefix_agreement": round(statistics.mean(prefix), 3),
+                      "teacher_forced_top1": round(statistics.mean(top1), 3)}
+    return out
+
+
+def _all_logits(model, ids: list[int]):
+    """Logits [len(ids), V] of one sequence in one forward (its own scratch KV pages)."""
+    import numpy as np
+
+    from vibekit.kvcache.mlx import MLXPagedKVCache
+    from vibekit.ops.mlx import AttentionPlan
+
+    page_size = 16
+    pages = -(-len(ids) // page_size)
+    cache = MLXPagedKVCache(model.cache_spec().kv, pages, page_size)
+    plan = AttentionPlan.build([len(ids)], [len(ids)], [list(range(pages))], page_size)
+    logits = model(mx.array(ids), plan, mx.arange(len(ids)), cache.kv_caches)
+    return np.array(logits)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -130,6 +174,8 @@ def main() -> None:
     ap.add_argument("--plain-tokens", type=int, default=96)
     ap.add_argument("--quantization", choices=sorted(QUANTIZATIONS), default=None,
                     help="quantize both engines' weights the same way (mx.quantize, group 64)")
+    ap.add_argument("--agreement", action="store_true",
+                    help="only the greedy agreement of mlx-q8 / mlx-q4 with float32")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     if args.quick:
@@ -142,6 +188,18 @@ def main() -> None:
         print(f"SKIP: the peer is not installed ({e}); pip install mlx-lm xgrammar")
         return
 
+    if args.agreement:
+        tok = Engine.from_pretrained("zoo:code-edit-tiny", device="mlx").tokenizer
+        prompts = [tok(make_edit_prompt(INSTRUCTIONS[i % len(INSTRUCTIONS)],
+                                        json.dumps(f, indent=2) + "\n"))["input_ids"]
+                   for i, f in enumerate(FILES[:args.files])]
+        result = agreement(prompts, args.plain_tokens)
+        print(f"bench_mlx --agreement: {len(prompts)} prompts x {args.plain_tokens} tokens: "
+              f"{json.dumps(result)}")
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(result, fh, indent=2)
+        return
     path = str(zoo.path("code-edit-tiny"))
     engine = Engine.from_pretrained("zoo:code-edit-tiny", device="mlx",
                                     quantization=args.quantization, grammar_backend="xgrammar",
