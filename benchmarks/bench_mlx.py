@@ -59,7 +59,7 @@ FILES = [
      "tags": ["cron", "queue"]},
 ]
 INSTRUCTIONS = ["set debug to true", "add the tag `prod`", "bump the version",
-                "set workers to 32", "change the port to 8080", "rename the service"]
+                "set workers to 32", "change the port to 8080", "rename the service to `cron`"]
 SCHEMA = {"type": "object", "additionalProperties": False,
           "required": ["name", "version", "port", "debug", "workers", "tags"],
           "properties": {"name": {"type": "string", "maxLength": 32},
@@ -99,12 +99,13 @@ class XGrammarProcessor:
 
 
 def mlx_lm_run(model, prompt: list[int], prompt_cache, max_tokens: int, eos: set[int],
-               processor=None) -> tuple[list[int], float]:
-    """mlx-lm greedy decoding over a copy of the prompt's cache: (token ids, seconds)."""
+               processor=None) -> tuple[list[int], tuple[float, float]]:
+    """mlx-lm greedy decoding over a copy of the prompt's cache: (token ids, (wall seconds,
+    CPU seconds of this process))."""
     from mlx_lm.generate import generate_step
 
     cache = copy.deepcopy(prompt_cache)  # outside the timer
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out: list[int] = []
     for token, _ in generate_step(mx.array(prompt[-1:]), model, max_tokens=max_tokens,
                                   prompt_cache=cache,
@@ -112,14 +113,14 @@ def mlx_lm_run(model, prompt: list[int], prompt_cache, max_tokens: int, eos: set
         out.append(int(token))
         if eos and out[-1] in eos:
             break
-    return out, time.perf_counter() - t0
+    return out, (time.perf_counter() - t0, time.process_time() - c0)
 
 
 def vibekit_run(engine: Engine, prompt: list[int], params: SamplingParams,
                 prediction: str | None = None):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = engine.generate([prompt], params, predictions=[prediction])[0]
-    return out, time.perf_counter() - t0
+    return out, (time.perf_counter() - t0, time.process_time() - c0)
 
 
 def agreement(prompts: list[list[int]], max_tokens: int) -> dict:
@@ -235,36 +236,40 @@ def main() -> None:
         vibekit_run(engine, p, constrained)
         mlx_lm_run(peer, p, c, 4, set())
 
-    rates: dict[str, list[float]] = {k: [] for k in (
-        "plain_vibekit", "plain_mlx_lm", "json_vibekit", "json_mlx_lm", "json_pred_vibekit")}
-    ratios: dict[str, list[float]] = {"plain": [], "json": [], "json_pred": []}
+    # Per request: tok/s by wall clock and by this process's CPU seconds (all its threads: the
+    # engines' and MLX's). On a loaded shared machine the wall clock also counts waiting for a
+    # core; the CPU-time ratio is the steadier measure of the work each engine does per token.
+    rates: dict[str, list[float]] = {}
+    ratios: dict[str, list[float]] = {}
+
+    def record(name: str, n_vk: int, t_vk, n_peer: int, t_peer) -> None:
+        for clock, i in (("wall", 0), ("cpu", 1)):
+            rates.setdefault(f"{name}_vibekit_{clock}", []).append(n_vk / t_vk[i])
+            rates.setdefault(f"{name}_mlx_lm_{clock}", []).append(n_peer / t_peer[i])
+            ratios.setdefault(f"{name}_{clock}", []).append((n_vk / t_vk[i])
+                                                            / (n_peer / t_peer[i]))
+
     same = {"plain": True, "json": True, "json_pred": True}
     accepted, valid = [], True
     for _ in range(args.repeats):
         for p, c, f in zip(prompts, caches, files):
-            out, dt = vibekit_run(engine, p, plain)
-            ids, dt_peer = mlx_lm_run(peer, p, c, args.plain_tokens, set())
+            out, t = vibekit_run(engine, p, plain)
+            ids, t_peer = mlx_lm_run(peer, p, c, args.plain_tokens, set())
             same["plain"] &= out.token_ids == ids
-            rates["plain_vibekit"].append(len(ids) / dt)
-            rates["plain_mlx_lm"].append(len(ids) / dt_peer)
-            ratios["plain"].append(dt_peer / dt)
+            record("plain", len(out.token_ids), t, len(ids), t_peer)
 
-            out, dt = vibekit_run(engine, p, constrained)
-            ids, dt_peer = mlx_lm_run(peer, p, c, 256, eos, XGrammarProcessor(compiled, vocab))
+            out, t = vibekit_run(engine, p, constrained)
+            ids, t_peer = mlx_lm_run(peer, p, c, 256, eos, XGrammarProcessor(compiled, vocab))
             same["json"] &= out.token_ids == ids
-            n = len(out.token_ids)
-            rates["json_vibekit"].append(n / dt)
-            rates["json_mlx_lm"].append(len(ids) / dt_peer)
-            ratios["json"].append((n / dt) / (len(ids) / dt_peer))
+            record("json", len(out.token_ids), t, len(ids), t_peer)
             try:
                 json.loads(out.text)
             except ValueError:
                 valid = False
 
-            pred, dt_pred = vibekit_run(engine, p, constrained, prediction=f)
+            pred, t_pred = vibekit_run(engine, p, constrained, prediction=f)
             same["json_pred"] &= pred.token_ids == ids
-            rates["json_pred_vibekit"].append(len(pred.token_ids) / dt_pred)
-            ratios["json_pred"].append((len(pred.token_ids) / dt_pred) / (len(ids) / dt_peer))
+            record("json_pred", len(pred.token_ids), t_pred, len(ids), t_peer)
             accepted.append(pred.usage.accepted_prediction_tokens / max(1, len(pred.token_ids)))
 
     results = {
@@ -280,8 +285,10 @@ def main() -> None:
         "load_average": round(os.getloadavg()[0], 1),
     }
     for key in ("plain", "json", "json_pred"):
-        print(f"  {key:10s} vibekit-MLX / mlx-lm = x{results['ratio_vs_mlx_lm'][key]:.2f} "
-              f"(per-request range {results['ratio_range'][key]}), same token ids: {same[key]}")
+        r, rng = results["ratio_vs_mlx_lm"], results["ratio_range"]
+        print(f"  {key:10s} vibekit-MLX / mlx-lm: CPU time x{r[key + '_cpu']:.2f} (per-request "
+              f"range {rng[key + '_cpu']}), wall x{r[key + '_wall']:.2f} (range "
+              f"{rng[key + '_wall']}); same token ids: {same[key]}")
     print(f"  median tok/s: {results['median_tok_s']}")
     print(f"  predictions accepted (median fraction of output): "
           f"{results['accepted_prediction_fraction']}; outputs parse: {valid}")

@@ -22,7 +22,9 @@ def test_bench_mlx_quick_runs(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(out.read_text())
-    assert set(results["ratio_vs_mlx_lm"]) == {"plain", "json", "json_pred"}
+    assert set(results["ratio_vs_mlx_lm"]) == {f"{k}_{clock}" for k in ("plain", "json",
+                                                                          "json_pred")
+                                                for clock in ("wall", "cpu")}
     # Greedy on the same weights: the two engines emit the same tokens, constrained or not.
     assert all(results["same_token_ids"].values()), results["same_token_ids"]
     assert results["outputs_parse"]
