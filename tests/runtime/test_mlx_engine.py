@@ -67,14 +67,16 @@ def test_predicted_outputs_give_the_plain_tokens_exact_and_edited(engines):
     assert outs[1].usage.accepted_prediction_tokens >= 20
 
 
-def test_seeded_sampling_and_penalties_equal_the_torch_engine(engines):
+def test_seeded_sampling_penalties_and_guidance_equal_the_torch_engine(engines):
     torch_engine, engine = engines
-    prompts = _prompts(3, 512, seed=3)
+    prompts = _prompts(4, 512, seed=3)
     params = [SamplingParams(max_tokens=16, temperature=0.8, seed=11, top_k=50),
               SamplingParams(max_tokens=16, temperature=0.0, repetition_penalty=1.3,
                              frequency_penalty=0.5, ignore_eos=True),
               SamplingParams(max_tokens=16, temperature=0.0, logit_bias={5: 100.0},
-                             ignore_eos=True)]
+                             ignore_eos=True),
+              SamplingParams(max_tokens=16, temperature=0.0, guidance_scale=1.5,
+                             negative_prompt="The end", ignore_eos=True)]
     got = [o.token_ids for o in engine.generate(prompts, params)]
     assert got == [o.token_ids for o in torch_engine.generate(prompts, params)]
     assert got[2] == [5] * 16
