@@ -276,10 +276,11 @@ class EngineConfig:
         if self.linear_backend not in LINEAR_BACKENDS:
             raise ValueError(f"linear_backend={self.linear_backend!r} is not supported; use one "
                              f"of {list(LINEAR_BACKENDS)}")
-        allowed_q = (None, "mlx-q4", "mlx-q8") if self.device == "mlx" else (None, "int8")
-        if self.quantization not in allowed_q:
+        mlx = self.device == "mlx"
+        if self.quantization not in ((None, "mlx-q4", "mlx-q8") if mlx else (None, "int8")):
+            allowed = "None, 'mlx-q4' or 'mlx-q8'" if mlx else "None or 'int8'"
             raise ValueError(f"quantization={self.quantization!r} is not supported on device "
-                             f"{self.device!r}; use one of {list(allowed_q)}")
+                             f"{self.device!r}; use {allowed}")
         if self.device == "mlx" and self.tensor_parallel_size != 1:
             raise ValueError("tensor_parallel_size > 1 is not supported on device 'mlx'")
         if (not isinstance(self.tensor_parallel_size, int)
