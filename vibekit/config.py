@@ -250,7 +250,8 @@ class EngineConfig:
     # Linear layers: "auto" (the AVX512 prepacked kernel on CPU where it builds, else torch),
     # "cpu" (that kernel, or an error), "torch" (nn.Linear); quantization None, "int8"
     # (weight-only, per-output-channel scales) or "w8a8" (int8 weights and per-row int8
-    # activations, the numerics of llama.cpp's Q8_0). See vibekit/ops/linear.py.
+    # activations, the numerics of llama.cpp's Q8_0). See vibekit/ops/linear.py. On device
+    # "mlx": None, "mlx-q4" or "mlx-q8" (mx.quantize affine, group size 64; vibekit/models/mlx).
     linear_backend: str = "auto"
     quantization: str | None = None
     # Tensor parallelism (vibekit.distributed.tp): shard the model over this many ranks.
@@ -266,13 +267,24 @@ class EngineConfig:
     grammar_overlap: str = "auto"  # "auto" | "always" | "never"
 
 
+    @property
+    def host_device(self) -> str:
+        """Where host-side torch work runs (generators, masks, logits processors): the device
+        itself, or "cpu" for the MLX backend (device "mlx": the model and KV on MLX arrays)."""
+        return "cpu" if self.device == "mlx" else self.device
+
     def __post_init__(self) -> None:
         if self.linear_backend not in LINEAR_BACKENDS:
             raise ValueError(f"linear_backend={self.linear_backend!r} is not supported; use one "
                              f"of {list(LINEAR_BACKENDS)}")
-        if self.quantization not in (None, "int8", "w8a8"):
-            raise ValueError(f"quantization={self.quantization!r} is not supported; use None, "
-                             "'int8' or 'w8a8'")
+        mlx = self.device == "mlx"
+        if self.quantization not in ((None, "mlx-q4", "mlx-q8") if mlx
+                                     else (None, "int8", "w8a8")):
+            allowed = "None, 'mlx-q4' or 'mlx-q8'" if mlx else "None, 'int8' or 'w8a8'"
+            raise ValueError(f"quantization={self.quantization!r} is not supported on device "
+                             f"{self.device!r}; use {allowed}")
+        if self.device == "mlx" and self.tensor_parallel_size != 1:
+            raise ValueError("tensor_parallel_size > 1 is not supported on device 'mlx'")
         if (not isinstance(self.tensor_parallel_size, int)
                 or isinstance(self.tensor_parallel_size, bool) or self.tensor_parallel_size < 1):
             raise ValueError(f"tensor_parallel_size must be an integer >= 1, got "

@@ -46,6 +46,8 @@ def reference_outputs(requests: list[dict[str, Any]], model: str, dtype: str = "
         save_dummy_checkpoint(model[len("dummy:"):], path, seed=seed)
         tok = AutoTokenizer.from_pretrained(path)
         hf = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
+    if device == "mlx":  # the MLX variant (scenarios/json-mlx): HF runs on the host CPU
+        device = "cpu"
     hf = hf.to(device)
     eos = hf.config.eos_token_id
     eos = list(eos) if isinstance(eos, (list, tuple)) else [eos]

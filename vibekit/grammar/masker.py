@@ -43,6 +43,15 @@ class PendingMasks:
                                                                     non_blocking=True)
         apply_token_bitmask(logits, bitmask, indices, backend=self.backend)
 
+    def apply_mlx(self, logits: Any) -> Any:
+        """The same masking on MLX logits [S, V] (device "mlx"; vibekit.runtime.mlx_runner):
+        returns the masked array (MLX arrays are immutable)."""
+        from vibekit.ops.mlx import apply_token_bitmask_mlx
+
+        if self.future is not None:
+            self.future.result()
+        return apply_token_bitmask_mlx(logits, self.bitmask.numpy(), self.rows)
+
 
 class GrammarMasker:
     """Builds the token bitmask of every sampling row whose request has a grammar.

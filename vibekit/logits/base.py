@@ -19,6 +19,8 @@ class PendingLogits(Protocol):
 
     # Optional: `wait()` finishes work started on another thread; the runner calls it when the
     # forward raised, before anything else touches the state that work reads.
+    # Optional: `apply_mlx(logits: mx.array) -> mx.array`, the same edit on MLX logits (device
+    # "mlx"); without it the MLX runner applies `apply` to a host torch copy.
 
 
 class LogitsProcessor(Protocol):

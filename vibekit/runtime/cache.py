@@ -35,6 +35,13 @@ def make_cache(spec: CacheSpec, config: EngineConfig) -> Cache:
             "page boundaries inside it to snapshot the recurrent state, which needs chunked "
             "prefill; enable_chunked_prefill=True, or snapshot_policy='last_page' / 'none'"
         )
+    if config.device == "mlx":
+        if spec.state is not None:
+            raise ValueError("device 'mlx' serves dense models only (no recurrent-state cache)")
+        from vibekit.kvcache.mlx import MLXPagedKVCache
+
+        return MLXPagedKVCache(spec.kv, num_pages(spec, config), cache.page_size,
+                               cache.enable_prefix_caching, config.dtype)
     kv = PagedKVCache(spec.kv, num_pages(spec, config), cache.page_size,
                       cache.enable_prefix_caching, config.dtype, config.device)
     if spec.state is None:

@@ -71,8 +71,11 @@ class Engine:
             torch.set_num_threads(config.num_threads)
         self.model_config = config.model
         self.tokenizer = tokenizer
-        # Prepack the projections for the CPU kernel (or keep nn.Linear); once per model.
-        self.linear_backend = pack_linears(model, config.linear_backend, config.quantization)
+        # Prepack the projections for the CPU kernel (or keep nn.Linear); once per model. An MLX
+        # model (device "mlx") keeps its own (possibly quantized) mlx.nn layers.
+        mlx = config.device == "mlx"
+        self.linear_backend = "mlx" if mlx else pack_linears(model, config.linear_backend,
+                                                             config.quantization)
         self.model = model
         sched = config.scheduler
         if not sched.enable_chunked_prefill and sched.max_num_batched_tokens < config.max_model_len:
@@ -92,11 +95,15 @@ class Engine:
                                        whitespace=config.grammar_whitespace,
                                        jump_forward=config.grammar_jump_forward)
         overlap = {"auto": None, "always": True, "never": False}[config.grammar_overlap]
-        self.grammar_masker = GrammarMasker(config.model.vocab_size, torch.device(config.device),
+        self.grammar_masker = GrammarMasker(config.model.vocab_size,
+                                            torch.device(config.host_device),
                                             overlap=overlap)
         # The logits processors, in order: guidance, grammar mask, penalties and biases.
-        self.runner = ModelRunner(model, config, self.cache,
-                                  [GuidanceProcessor(), self.grammar_masker, PenaltiesProcessor()])
+        runner_cls = ModelRunner
+        if mlx:
+            from vibekit.runtime.mlx_runner import MLXModelRunner as runner_cls
+        self.runner = runner_cls(model, config, self.cache,
+                                 [GuidanceProcessor(), self.grammar_masker, PenaltiesProcessor()])
         self.inputs = InputProcessor(config, tokenizer, self.num_pages, self.grammars,
                                      supports_guidance=isinstance(self.cache, PagedKVCache))
         self.outputs = OutputProcessor(tokenizer, self.eos_token_ids)
@@ -116,7 +123,8 @@ class Engine:
         enable_prefix_caching, max_num_batched_tokens, max_num_seqs, enable_chunked_prefill,
         attention_backend ("auto", "torch", "triton", "ref"), use_cuda_graphs,
         cuda_graph_batch_sizes, seed, num_threads (CPU, process-wide), linear_backend
-        ("auto", "cpu", "torch"), quantization (None, "int8", "w8a8"); structured output:
+        ("auto", "cpu", "torch"), quantization (None, "int8", "w8a8"; on device "mlx": None,
+        "mlx-q4", "mlx-q8"); structured output:
         grammar_backend ("auto", "llguidance", "xgrammar"; see vibekit.grammar.backend),
         grammar_jump_forward, grammar_whitespace ("compact", "free"; defaults for requests that
         do not say), grammar_overlap ("auto", "always", "never": fill masks during the
@@ -133,8 +141,15 @@ class Engine:
         if unknown:
             raise TypeError(f"unknown engine options {sorted(unknown)}; allowed: {sorted(allowed)}")
         torch_dtype = resolve_dtype(dtype)
-        model, model_config, tokenizer = load_model(source, dtype=torch_dtype, device=device,
-                                                    seed=options.get("seed", 0))
+        if device == "mlx":  # the llama family on MLX arrays (vibekit.models.mlx)
+            from vibekit.models.mlx import load_mlx_model
+
+            model, model_config, tokenizer = load_mlx_model(
+                source, torch_dtype, seed=options.get("seed", 0),
+                quantization=options.get("quantization"))
+        else:
+            model, model_config, tokenizer = load_model(source, dtype=torch_dtype, device=device,
+                                                        seed=options.get("seed", 0))
         engine_kw = {k: options[k] for k in groups["engine"] if k in options}
         engine_kw["max_model_len"] = options.get("max_model_len") or min(
             model_config.max_position_embeddings, 4096)

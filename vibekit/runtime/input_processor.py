@@ -93,7 +93,7 @@ class InputProcessor:
         generator = None
         if params.temperature > 0:
             seed = params.seed if params.seed is not None else self._rng.getrandbits(63)
-            generator = torch.Generator(device=self.config.device).manual_seed(seed)
+            generator = torch.Generator(device=self.config.host_device).manual_seed(seed)
         req = Request(request_id=request_id, prompt_token_ids=ids, params=params,
                       generator=generator, arrival_index=arrival_index)
         req.max_len = total
