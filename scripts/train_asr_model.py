@@ -9,13 +9,15 @@ trimmed, and light white noise on half the training utterances. Held out: the ev
 accent nor the variant is used in training).
 
 Model: `transformers.MoonshineStreamingForConditionalGeneration` from a small config (encoder and
-decoder 4 layers, hidden 160, 4 heads of 40, per-layer encoder sliding windows (16, 4) (16, 0)
-(16, 0) (16, 4) in 20 ms frames), a BPE tokenizer (`tokenizers`, 512 tokens, Metaspace) trained
-on the training sentences. Loss: the HF seq2seq cross-entropy plus an auxiliary CTC loss on the
-encoder output (weight --ctc-weight; a training-only linear head, not saved), which makes the
-attention alignment appear early. Plain torch AdamW, float32, seeded. Always trained with an
-audio attention_mask, so the encoder uses its sliding windows (transformers' encoder attends to
-all frames when no mask is passed): transcribe with the mask the processor returns.
+decoder 4 layers, hidden 128, 4 heads of 32, decoder partial_rotary_factor 0.75, per-layer encoder
+sliding windows (16, 4) (16, 0) (16, 0) (16, 4) in 20 ms frames; 2.58M parameters) and a
+character tokenizer (a `tokenizers` BPE with no merges: a-z, the Metaspace word mark and 4
+specials, 31 tokens; --vocab > 31 gives real BPE merges). Loss: the HF seq2seq cross-entropy plus
+an auxiliary CTC loss on the encoder output (weight --ctc-weight; a training-only linear head,
+not saved). Plain torch AdamW, float32, seeded, 1 thread (2 threads ran ~8x slower on the shared,
+overloaded 2-core machine: the threads wait on each other). Always trained with an audio
+attention_mask, so the encoder uses its sliding windows (transformers' encoder attends to all
+frames when no mask is passed): transcribe with the mask the processor returns.
 
 Install and run (espeak-ng is needed only here, never by the tests)::
 
@@ -133,12 +135,11 @@ def build_set(jobs, procs: int = 2) -> tuple[np.ndarray, np.ndarray]:
 
 
 def datasets(args) -> dict:
-    """Train / held-out sentences and audio, cached in args.work_dir/data.npz."""
-    cache = args.work_dir / "data.npz"
-    if cache.exists():
-        z = np.load(cache, allow_pickle=False)
+    """Train / held-out sentences and audio, cached in args.work_dir (data.json, *.npy)."""
+    if (args.work_dir / "data.json").exists():  # the audio memory-mapped, not read into memory
         meta = json.loads((args.work_dir / "data.json").read_text())
-        return {k: dict(meta[k], audio=z[k + "_audio"], offsets=z[k + "_offsets"]) for k in meta}
+        return {k: dict(meta[k], audio=np.load(args.work_dir / f"{k}_audio.npy", mmap_mode="r"),
+                        offsets=np.load(args.work_dir / f"{k}_offsets.npy")) for k in meta}
     t0 = time.time()
     rng = random.Random(args.seed)
     words = vocabulary(args.words)
@@ -157,7 +158,8 @@ def datasets(args) -> dict:
         out[name] = dict(meta[name], audio=audio, offsets=offsets)
         print(f"{name}: {len(jobs)} utterances, {len(audio) / SR / 3600:.2f} h", flush=True)
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, **arrays)
+    for key, array in arrays.items():
+        np.save(args.work_dir / f"{key}.npy", array)
     (args.work_dir / "data.json").write_text(json.dumps(meta))
     (args.work_dir / "words.txt").write_text("\n".join(words) + "\n")
     print(f"data generated in {time.time() - t0:.0f} s", flush=True)
@@ -202,8 +204,12 @@ def model_config(args, vocab_size: int):
 
 
 def save_hf(model, tok, out: Path) -> None:
-    from transformers import (GenerationConfig, MoonshineStreamingProcessor,
-                              PreTrainedTokenizerFast, Wav2Vec2FeatureExtractor)
+    from transformers import (
+        GenerationConfig,
+        MoonshineStreamingProcessor,
+        PreTrainedTokenizerFast,
+        Wav2Vec2FeatureExtractor,
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     model.to("cpu").save_pretrained(out, safe_serialization=True)
@@ -287,13 +293,15 @@ def train(args) -> None:
     torch.manual_seed(args.seed)
     model = MoonshineStreamingForConditionalGeneration(model_config(args, tok.get_vocab_size()))
     ctc_head = torch.nn.Linear(args.hidden, tok.get_vocab_size())  # blank = <pad> (id 0)
+    model.to(args.device)
+    ctc_head.to(args.device)
     params = list(model.parameters()) + list(ctc_head.parameters())
     print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters", flush=True)
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
     step, elapsed = 0, 0.0
     ckpts = sorted(args.work_dir.glob("ckpt_*.pt"))
     if ckpts:
-        state = torch.load(ckpts[-1], weights_only=False)
+        state = torch.load(ckpts[-1], weights_only=False, map_location=args.device)
         model.load_state_dict(state["model"])
         ctc_head.load_state_dict(state["ctc"])
         opt.load_state_dict(state["opt"])
@@ -303,16 +311,16 @@ def train(args) -> None:
     rng = random.Random(args.seed + 1)
     nrng = np.random.default_rng(args.seed + 2)
     stream = batches(tr, args.batch, rng)
-    for _ in range(step):
+    stop = args.stop_at or args.steps
+    for _ in range(step if step < stop else 0):
         idx = next(stream)
         collate(tr, idx, nrng, args.noise)
     model.train()
-    stop = args.stop_at or args.steps
     t0, losses = time.time(), []
     while step < stop:
         idx = next(stream)
-        x, mask = collate(tr, idx, nrng, args.noise)
-        labels = label_tensor(tok, [tr["texts"][i] for i in idx])
+        x, mask = (t.to(args.device) for t in collate(tr, idx, nrng, args.noise))
+        labels = label_tensor(tok, [tr["texts"][i] for i in idx]).to(args.device)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args)
         enc = model.model.encoder(x, attention_mask=mask)
@@ -374,7 +382,7 @@ def transcribe(model, processor, wavs: list[np.ndarray], batch: int = 16) -> lis
         inputs = processor(chunk, sampling_rate=SR, return_tensors="pt")
         with torch.no_grad():
             ids = model.generate(inputs["input_values"], attention_mask=inputs["attention_mask"],
-                                 do_sample=False, num_beams=1, max_new_tokens=96)
+                                 do_sample=False, num_beams=1)
         out += [t.strip() for t in processor.batch_decode(ids, skip_special_tokens=True)]
     return out
 
@@ -444,16 +452,19 @@ def main() -> None:
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/asr-tiny-run"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine (same recipe; "
+                   "float rounding differs, so not the same weights)")
     p.add_argument("--words", type=int, default=3000)
     p.add_argument("--train-utts", type=int, default=16000)
     p.add_argument("--eval-sentences", type=int, default=400)
-    p.add_argument("--vocab", type=int, default=512)
+    p.add_argument("--vocab", type=int, default=31,
+                   help="BPE vocabulary incl. 4 specials; 31 = characters only (no merges)")
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--rotary", type=float, default=0.75,
                    help="partial_rotary_factor of the decoder (rotary dims = head_dim x this)")
-    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--steps", type=int, default=900)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=100)
