@@ -375,7 +375,7 @@ def word_errors(ref: str, hyp: str) -> int:
     return prev[-1]
 
 
-def transcribe(model, processor, wavs: list[np.ndarray], batch: int = 16) -> list[str]:
+def transcribe(model, processor, wavs: list[np.ndarray], batch: int = 1) -> list[str]:
     out = []
     for s in range(0, len(wavs), batch):
         chunk = [w.astype(np.float32) / 32768.0 for w in wavs[s:s + batch]]

@@ -49,8 +49,13 @@ def load(device: str = "cpu") -> tuple[Any, Any]:
 
 
 def transcribe(audio: Sequence[np.ndarray], *, sampling_rate: int = SAMPLE_RATE,
-               model: Any = None, processor: Any = None, batch_size: int = 16) -> list[str]:
-    """Greedy transcripts (HF generate) of 16 kHz mono utterances, float in [-1, 1] or int16."""
+               model: Any = None, processor: Any = None, batch_size: int = 1) -> list[str]:
+    """Greedy transcripts (HF generate) of 16 kHz mono utterances, float in [-1, 1] or int16.
+
+    One utterance at a time by default, the reference path: in a padded batch transformers'
+    encoder counts up to 3 frames past an utterance's end as valid (its causal convolutions mark
+    a frame valid when any input sample under it is), and those frames reach the real ones
+    through the right context of the sliding windows, so batched transcripts can differ."""
     import torch
 
     if sampling_rate != SAMPLE_RATE:
