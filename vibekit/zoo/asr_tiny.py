@@ -3,14 +3,15 @@
 The folder vibekit/zoo/asr-tiny/ is an HF MoonshineStreaming checkpoint that transformers loads
 as it is (`MoonshineStreamingForConditionalGeneration.from_pretrained`, `AutoProcessor`): config,
 float32 safetensors, a Wav2Vec2 feature extractor (16 kHz mono float samples, no normalization;
-it returns the attention mask) and a 512-token BPE tokenizer. It comes from
-scripts/train_asr_model.py (seeded); its held-out word error rate, the training time and the
-command that reproduces both are "Zoo ASR model" in benchmarks/RESULTS.md.
+it returns the attention mask) and a character tokenizer (a-z, the word mark, 4 specials). It
+comes from scripts/train_asr_model.py (seeded); its held-out word error rate, the training time
+and the command that reproduces both are "Zoo ASR model" in benchmarks/RESULTS.md. Its training
+was short (a shared, overloaded CPU): it does not transcribe reliably yet (see RESULTS.md).
 
-Model: encoder and decoder of 4 layers, hidden 160, 4 heads of 40, MLP 640; the encoder's
-sliding windows are (left, right) = (16, 4), (16, 0), (16, 0), (16, 4) frames of 20 ms (so 80 ms
-of look-ahead per windowed layer, 160 ms in all). Transcripts are lowercase words separated by
-single spaces, without punctuation.
+Model: encoder and decoder of 4 layers, hidden 128, 4 heads of 32, MLP 512, 2.58M parameters;
+the encoder's sliding windows are (left, right) = (16, 4), (16, 0), (16, 0), (16, 4) frames of
+20 ms (so 80 ms of look-ahead per windowed layer, 160 ms in all); audio up to 20 s (1024 encoder
+positions). Transcripts are lowercase words separated by single spaces, without punctuation.
 
 Data: espeak-ng speech (7 English accents x 11 voice variants, 130-210 words per minute, pitch
 25-75, 16 kHz) of random sequences of 2-8 words over the 3000 most frequent alphabetic English
@@ -23,7 +24,7 @@ given. `transcribe` does that::
 
     from vibekit.zoo import asr_tiny
     model, processor = asr_tiny.load()
-    asr_tiny.transcribe([samples], model=model, processor=processor)   # ["hello world"]
+    asr_tiny.transcribe([samples], model=model, processor=processor)   # one string per utterance
 """
 
 from __future__ import annotations
