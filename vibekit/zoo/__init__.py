@@ -28,6 +28,11 @@ ZOO: MappingProxyType[str, tuple[str, str]] = MappingProxyType({
                        "Llama, 4.5M parameters, trained to edit Python snippets (rename, change a "
                        "literal, delete/insert/replace a line): copies well, edits rarely; "
                        "prompts: vibekit.zoo.code_edit"),
+    "asr-tiny": ("vibekit.zoo.asr_tiny:load",
+                 "MoonshineStreaming speech recognizer, 2.6M parameters, trained briefly on "
+                 "espeak-ng speech of random English word sequences (held-out WER above 100%: "
+                 "not yet a working recognizer); returns (model, processor) of HF transformers; "
+                 "see vibekit.zoo.asr_tiny"),
 })
 
 
