@@ -15,7 +15,7 @@ def tiny_hf_config(**changes) -> MoonshineStreamingConfig:
     enc = dict(hidden_size=24, intermediate_size=40, num_hidden_layers=3, num_attention_heads=4,
                num_key_value_heads=2, sliding_windows=[[6, 3], [4, 0], [5, 2]])
     enc.update(changes.pop("encoder", {}))
-    kw = dict(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+    kw = dict(vocab_size=320, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
               num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
               encoder_config=enc)
     kw.update(changes)
