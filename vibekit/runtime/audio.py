@@ -39,6 +39,8 @@ def check_samples(samples, sample_rate: int | None, expected_rate: int) -> torch
         raise InvalidRequestError(
             f"audio samples must lie in [-1, 1]; got a peak of {np.abs(array).max():.3g} "
             "(int PCM must be int16, or scaled to [-1, 1])")
+    if not array.flags.writeable:
+        array = array.copy()
     return torch.from_numpy(np.ascontiguousarray(array))
 
 

@@ -141,7 +141,9 @@ class SpeechEngine:
             raise InvalidRequestError(f"max_tokens must be in [1, {limit}], got {max_tokens}")
         if audio is None and not stream:
             raise InvalidRequestError("a non-streaming request needs its audio")
-        samples = None if audio is None else check_samples(audio, sample_rate, self.sample_rate)
+        samples = check_samples([] if audio is None else audio, sample_rate, self.sample_rate)
+        if audio is None:
+            samples = None
         start = self.config.decoder_start_token_id
         req = Request(request_id, [start], SamplingParams(max_tokens=max_tokens, temperature=0.0),
                       arrival_index=next(self._arrivals))
@@ -311,20 +313,27 @@ class SpeechEngine:
     def _output(self, s: _Stream, now: float) -> TranscriptOutput:
         ids = s.req.token_ids[1:]
         text = self._text(ids)
-        revised = s.revision != s.emitted_revision
-        same = not revised and text.startswith(s.emitted_text)
-        delta = text[len(s.emitted_text):] if same else text
-        s.emitted_text, s.emitted_revision = text, s.revision
+        # NOTE: a trailing U+FFFD is half a multi-byte character: deltas wait for the rest.
+        revised, delta = self._delta(s, text.rstrip("\ufffd"))
         latencies = [now - t for t in s.covered_chunks] if len(ids) == 1 else []
         if latencies:
             s.covered_chunks = []
         return TranscriptOutput(s.req.request_id, list(ids), text, s.revision, delta,
-                                revised=revised or not same, audio_seconds=self._seconds(s),
+                                revised=revised, audio_seconds=self._seconds(s),
                                 chunk_latencies=latencies)
+
+    def _delta(self, s: _Stream, text: str) -> tuple[bool, str]:
+        """(revised, delta_text) of text against what this stream emitted before."""
+        same = s.revision == s.emitted_revision and text.startswith(s.emitted_text)
+        delta = text[len(s.emitted_text):] if same else text
+        s.emitted_text, s.emitted_revision = text, s.revision
+        return not same, delta
 
     def _finish(self, s: _Stream, reason: str, error: str | None = None) -> TranscriptOutput:
         ids = s.req.token_ids[1:]
-        out = TranscriptOutput(s.req.request_id, list(ids), self._text(ids), s.revision,
+        text = self._text(ids)
+        revised, delta = self._delta(s, text)
+        out = TranscriptOutput(s.req.request_id, list(ids), text, s.revision, delta, revised,
                                is_final=error is None, finish_reason=reason, error=error,
                                audio_seconds=self._seconds(s))
         self.streams.pop(s.req.request_id, None)
