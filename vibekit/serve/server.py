@@ -6,6 +6,8 @@ import logging
 from typing import Any
 
 logger = logging.getLogger("vibekit.serve")
+_SPEECH_OPTIONS = {"max_num_seqs", "max_tokens", "max_audio_seconds", "page_size", "num_pages",
+                   "num_cross_pages", "idle_timeout_s", "num_threads"}
 
 
 def run_server(model: str, host: str = "127.0.0.1", port: int = 8000,
@@ -29,6 +31,12 @@ def run_server(model: str, host: str = "127.0.0.1", port: int = 8000,
 
     from vibekit import AsyncEngine, Engine
     from vibekit.serve.app import create_app
+    from vibekit.serve.speech import is_speech_model, run_speech_server
+
+    if is_speech_model(model):  # speech recognition: /v1/audio/transcriptions (serve/speech.py)
+        speech_options = {k: v for k, v in engine_options.items() if k in _SPEECH_OPTIONS}
+        return run_speech_server(model, host, port, served_model_name, dtype, device,
+                                 log_level, max_body_bytes, **speech_options)
 
     engine = Engine.from_pretrained(model, dtype=dtype, device=device, **engine_options)
     if chat_template is not None:
