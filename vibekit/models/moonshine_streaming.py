@@ -276,8 +276,15 @@ class MoonshineStreamingForConditionalGeneration(nn.Module):
             value, gate = layer.mlp.fc1(layer.final_layernorm(x)).chunk(2, dim=-1)
             x = x + layer.mlp.fc2(self.act(gate) * value)
         x = dec.norm(x[batch.sample_indices])
-        weight = dec.embed_tokens.weight if self.proj_out is None else self.proj_out.weight
-        return F.linear(x, weight)
+        if self.proj_out is None:
+            return F.linear(x, dec.embed_tokens.weight)
+        return self.proj_out(x)
+
+    def packable_linears(self) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+        """Every nn.Linear (vibekit.models.linear.pack_linears may swap them for prepacked
+        kernels): each is only ever called, never read as a weight."""
+        return {name: (m.weight, m.bias) for name, m in self.named_modules()
+                if isinstance(m, nn.Linear)}
 
     @torch.no_grad()
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:

@@ -32,6 +32,7 @@ from vibekit.core.sampling_params import SamplingParams
 from vibekit.core.transcript import TranscriptOutput
 from vibekit.errors import InvalidRequestError
 from vibekit.kvcache.encoder_decoder import EncoderDecoderCache
+from vibekit.models.linear import pack_linears
 from vibekit.runtime.audio import check_samples
 
 
@@ -75,10 +76,12 @@ class SpeechEngine:
                  max_num_seqs: int = 64, max_tokens: int = 64, max_audio_seconds: float = 30.0,
                  num_pages: int | None = None, num_cross_pages: int | None = None,
                  idle_timeout_s: float = 30.0, attention_backend: str = "auto",
-                 num_threads: int | None = None,
+                 linear_backend: str = "auto", num_threads: int | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if num_threads is not None:
             torch.set_num_threads(num_threads)
+        # Prepacked projections for the CPU kernel where it builds (else nn.Linear); once.
+        self.linear_backend = pack_linears(model, linear_backend)
         self.model = model
         self.config = c = model.config
         self.tokenizer = tokenizer
@@ -110,13 +113,25 @@ class SpeechEngine:
     @classmethod
     def from_pretrained(cls, source: str, dtype: str | torch.dtype = "float32",
                         device: str = "cpu", **options: Any) -> SpeechEngine:
-        """An HF moonshine_streaming folder (or "zoo:<name>"). Options: page_size,
+        """An HF moonshine_streaming folder, "zoo:<name>", or "dummy:<preset>" (random
+        weights, `seed`; presets in vibekit.models.speech_dummy). Options: page_size,
         max_num_seqs, max_tokens (per hypothesis), max_audio_seconds, num_pages,
-        num_cross_pages, idle_timeout_s, attention_backend, num_threads."""
+        num_cross_pages, idle_timeout_s, attention_backend, linear_backend ("auto": the
+        prepacked CPU kernel where it builds; "torch"), num_threads."""
         from vibekit.models.loader import load_model
+        from vibekit.models.registry import build_model, config_from_hf
+        from vibekit.models.speech_dummy import SPEECH_DUMMY_PRESETS, speech_dummy_hf_model
         from vibekit.models.tokenizer import byte_level_tokenizer
 
-        model, config, tokenizer = load_model(source, resolve_dtype(dtype), device)
+        seed = options.pop("seed", 0)
+        if source.startswith("dummy:") and source[len("dummy:"):] in SPEECH_DUMMY_PRESETS:
+            hf = speech_dummy_hf_model(source[len("dummy:"):], seed)
+            config = config_from_hf(hf.config.to_dict())
+            model = build_model(config, resolve_dtype(dtype), device)
+            model.load_weights(hf.state_dict().items())
+            tokenizer = None
+        else:
+            model, config, tokenizer = load_model(source, resolve_dtype(dtype), device)
         if not hasattr(model, "write_cross_kv"):
             raise ValueError(f"{source!r} is a {config.model_type} model, not an "
                              "encoder-decoder speech model (supported: moonshine_streaming)")
