@@ -35,7 +35,7 @@ def _decoder_logits(model, frames: torch.Tensor, ids: list[int]) -> torch.Tensor
     self_kv = spec.allocate(len(self_pages), PAGE, torch.float32, "cpu")
     slots = torch.tensor([cross_pages[p // PAGE] * PAGE + p % PAGE
                           for p in range(frames.shape[0])])
-    model.write_cross_kv(frames, 0, slots, cross_kv)
+    model.write_cross_kv(frames, torch.arange(frames.shape[0]), slots, cross_kv)
     batch = ForwardBatch.build([SeqChunk(ids, 0, self_pages, num_sample=len(ids))], PAGE,
                                self_kv, "cpu")
     cross = ForwardBatch.build([SeqChunk([0], frames.shape[0] - 1, cross_pages, 0)] * len(ids),

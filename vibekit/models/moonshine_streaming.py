@@ -203,7 +203,7 @@ class MoonshineStreamingForConditionalGeneration(nn.Module):
 
         model = build_model(config); model.load_weights(weights)
         stream = model.model.encoder.new_stream()
-        frames = model.model.encoder.step(stream, samples, final=True)   # [L, C_enc]
+        frames = model.encoder.step(stream, samples, final=True)   # [L, C_enc]
     """
 
     def __init__(self, config: MoonshineStreamingConfig) -> None:
@@ -233,14 +233,14 @@ class MoonshineStreamingForConditionalGeneration(nn.Module):
         return self.config.max_position_embeddings
 
     @torch.no_grad()
-    def write_cross_kv(self, frames: torch.Tensor, start: int, slot_mapping: torch.Tensor,
+    def write_cross_kv(self, frames: torch.Tensor, positions: torch.Tensor,
+                       slot_mapping: torch.Tensor,
                        cross_kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
                        backend: str = "auto") -> None:
-        """Encoder outputs frames [n, C_enc] at positions start.. -> cross K/V into the slots
-        slot_mapping [n] of every layer's cross cache."""
+        """Encoder outputs frames [n, C_enc] (of any streams) at their positions [n] within
+        their streams -> cross K/V into the slots slot_mapping [n] of every layer's cache."""
         c, dec = self.config, self.model.decoder
-        pos = torch.arange(start, start + frames.shape[0], device=frames.device)
-        h = dec.proj(frames + dec.pos_emb(pos))  # [n, C]
+        h = dec.proj(frames + dec.pos_emb(positions))  # [n, C]
         for layer, (k_cache, v_cache) in zip(dec.layers, cross_kv_caches):
             a = layer.encoder_attn
             k = a.k_proj(h).view(-1, c.num_kv_heads, c.head_dim)

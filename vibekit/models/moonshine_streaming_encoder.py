@@ -89,9 +89,10 @@ class EncoderLayer(nn.Module):
         v = a.v_proj(h).view(-1, self.num_kv_heads, d).transpose(0, 1)
         return q, k, v
 
-    def finish(self, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-               q_start: int, k_start: int) -> torch.Tensor:
-        """Attention of queries at positions q_start.. over keys at k_start.., then the MLP."""
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_start: int,
+               k_start: int) -> torch.Tensor:
+        """Windowed attention of queries q [Hq, m, D] at positions q_start.. over keys k, v
+        [Hk, L, D] at k_start.. -> [m, Hq * D] (before o_proj)."""
         q_pos = torch.arange(q_start, q_start + q.shape[1]).unsqueeze(1)
         k_pos = torch.arange(k_start, k_start + k.shape[1]).unsqueeze(0)
         dist = q_pos - k_pos
@@ -101,14 +102,17 @@ class EncoderLayer(nn.Module):
         v = v.repeat_interleave(group, dim=0)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.device),
                                            scale=self.head_dim ** -0.5)  # [Hq, m, D]
-        o = self.self_attn.o_proj(o.transpose(0, 1).reshape(q.shape[1], -1))
-        x = x + o
+        return o.transpose(0, 1).reshape(q.shape[1], -1)
+
+    def post(self, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+        """Residual inputs x [m, C] and attention o [m, Hq * D] -> the layer outputs."""
+        x = x + self.self_attn.o_proj(o)
         return x + self.mlp.fc2(self.act(self.mlp.fc1(self.post_attention_layernorm(x))))
 
 
 @dataclass
 class _ConvStream:
-    buf: torch.Tensor | None = None  # inputs [C, n] from position buf_start on
+    buf: torch.Tensor | None = None  # inputs [n, C] from position buf_start on
     buf_start: int = 0
     num_in: int = 0
     num_out: int = 0
@@ -147,46 +151,67 @@ def _cat(a: torch.Tensor | None, b: torch.Tensor, dim: int) -> torch.Tensor:
     return b if a is None else torch.cat([a, b], dim=dim)
 
 
-def _conv_step(conv: nn.Conv1d, s: _ConvStream, x: torch.Tensor) -> torch.Tensor:
-    """Causal strided conv (left pad kernel-1) over new inputs x [C, n] -> new outputs [C', m]."""
+def _conv_windows(conv: nn.Conv1d, s: _ConvStream, x: torch.Tensor) -> torch.Tensor:
+    """Causal strided conv (left pad kernel-1), one stream: append new inputs x [n, C] and
+    return the input windows [m, C * kernel] of the outputs that became computable."""
     k, stride = conv.kernel_size[0], conv.stride[0]
-    s.buf = _cat(s.buf, x, 1)
-    s.num_in += x.shape[1]
+    s.buf = _cat(s.buf, x, 0)
+    s.num_in += x.shape[0]
     num_avail = (s.num_in - 1) // stride + 1 if s.num_in else 0
-    out = x.new_zeros(conv.out_channels, 0)
+    windows = x.new_zeros(0, x.shape[1] * k)
     if num_avail > s.num_out:
         first = s.num_out * stride - (k - 1)  # first input the next output reads
         last = (num_avail - 1) * stride
-        seg = s.buf[:, max(first, s.buf_start) - s.buf_start: last + 1 - s.buf_start]
-        seg = F.pad(seg, (max(0, s.buf_start - first), 0))  # zeros before position 0
-        out = F.conv1d(seg.unsqueeze(0), conv.weight, conv.bias, stride=stride).squeeze(0)
+        seg = s.buf[max(first, s.buf_start) - s.buf_start: last + 1 - s.buf_start]
+        seg = F.pad(seg, (0, 0, max(0, s.buf_start - first), 0))  # zeros before position 0
+        windows = seg.unfold(0, k, stride).flatten(1)  # [m, C, k] -> [m, C * k]
         s.num_out = num_avail
     keep = max(0, s.num_out * stride - (k - 1))
     if keep > s.buf_start:
-        s.buf = s.buf[:, keep - s.buf_start:]
+        s.buf = s.buf[keep - s.buf_start:]
         s.buf_start = keep
-    return out
+    return windows
 
 
-def _layer_step(layer: EncoderLayer, s: _LayerStream, x: torch.Tensor,
-                final: bool) -> torch.Tensor:
-    """New layer inputs x [n, C] -> the layer outputs [m, C] that no later input can change."""
-    if x.shape[0]:
-        q, k, v = layer.qkv(x)
-        s.q, s.k, s.v, s.x = _cat(s.q, q, 1), _cat(s.k, k, 1), _cat(s.v, v, 1), _cat(s.x, x, 0)
-        s.num_in += x.shape[0]
-    target = s.num_in if final else max(s.num_out, s.num_in - layer.lookahead)
-    m = target - s.num_out
-    if m <= 0:
-        return x.new_zeros(0, x.shape[1])
-    out = layer.finish(s.x[:m], s.q[:, :m], s.k, s.v, s.num_out, s.kv_start)
-    s.q, s.x = s.q[:, m:], s.x[m:]
-    s.num_out = target
-    drop = max(0, s.num_out - layer.left + 1) - s.kv_start  # keys no later query can see
-    if drop > 0:
-        s.k, s.v = s.k[:, drop:], s.v[:, drop:]
-        s.kv_start += drop
-    return out
+def _conv_many(conv: nn.Conv1d, states: list[_ConvStream],
+               xs: list[torch.Tensor]) -> list[torch.Tensor]:
+    windows = [_conv_windows(conv, s, x) for s, x in zip(states, xs)]
+    out = F.linear(torch.cat(windows), conv.weight.flatten(1), conv.bias)  # one GEMM for all
+    return list(out.split([w.shape[0] for w in windows]))
+
+
+def _layer_many(layer: EncoderLayer, states: list[_LayerStream], xs: list[torch.Tensor],
+                finals: list[bool]) -> list[torch.Tensor]:
+    """New layer inputs per stream -> the layer outputs no later input can change, batched:
+    one projection GEMM over every stream's rows, attention per stream."""
+    counts = [x.shape[0] for x in xs]
+    if sum(counts):
+        q, k, v = layer.qkv(torch.cat(xs))
+        for s, x, qi, ki, vi in zip(states, xs, q.split(counts, 1), k.split(counts, 1),
+                                    v.split(counts, 1)):
+            if x.shape[0]:
+                s.q, s.k, s.v = _cat(s.q, qi, 1), _cat(s.k, ki, 1), _cat(s.v, vi, 1)
+                s.x = _cat(s.x, x, 0)
+                s.num_in += x.shape[0]
+    residual, attended, sizes = [], [], []
+    for s, final in zip(states, finals):
+        target = s.num_in if final else max(s.num_out, s.num_in - layer.lookahead)
+        m = target - s.num_out
+        sizes.append(max(m, 0))
+        if m <= 0:
+            continue
+        attended.append(layer.attend(s.q[:, :m], s.k, s.v, s.num_out, s.kv_start))
+        residual.append(s.x[:m])
+        s.q, s.x = s.q[:, m:], s.x[m:]
+        s.num_out = target
+        drop = max(0, s.num_out - layer.left + 1) - s.kv_start  # keys no later query sees
+        if drop > 0:
+            s.k, s.v = s.k[:, drop:], s.v[:, drop:]
+            s.kv_start += drop
+    if not attended:
+        return [xs[0].new_zeros(0, xs[0].shape[1]) for _ in states]
+    out = layer.post(torch.cat(residual), torch.cat(attended))
+    return list(out.split(sizes))
 
 
 class StreamingEncoder(nn.Module):
@@ -217,14 +242,26 @@ class StreamingEncoder(nn.Module):
         """Consume samples [n * frame_len] (whole frames); return the encoder outputs [m, C]
         that became final. With final=True the stream ends: every remaining output is
         returned (the last ones see only the audio there is, as in one pass over it all)."""
-        if samples.numel() % self.frame_len:
-            raise ValueError(f"{samples.numel()} samples is not a whole number of "
-                             f"{self.frame_len}-sample frames")
-        stream.num_samples += samples.numel()
-        x = self.embedder.frames(samples).transpose(0, 1)  # [C, n]
-        x = F.silu(_conv_step(self.embedder.conv1, stream.convs[0], x))
-        x = _conv_step(self.embedder.conv2, stream.convs[1], x).transpose(0, 1)  # [m, C]
-        for layer, state in zip(self.layers, stream.layers):
-            x = _layer_step(layer, state, x, final)
-        stream.num_outputs += x.shape[0]
-        return self.final_norm(x)
+        return self.step_many([stream], [samples], [final])[0]
+
+    def step_many(self, streams: list[EncoderStream], samples: list[torch.Tensor],
+                  finals: list[bool]) -> list[torch.Tensor]:
+        """`step` for several streams at once: their new frames share every projection GEMM
+        (streams need not be aligned: each keeps its own positions and context)."""
+        for x in samples:
+            if x.numel() % self.frame_len:
+                raise ValueError(f"{x.numel()} samples is not a whole number of "
+                                 f"{self.frame_len}-sample frames")
+        for stream, x in zip(streams, samples):
+            stream.num_samples += x.numel()
+        frames = self.embedder.frames(torch.cat(samples))  # [sum n, C]
+        xs = list(frames.split([x.numel() // self.frame_len for x in samples]))
+        xs = [F.silu(x) for x in _conv_many(self.embedder.conv1, [s.convs[0] for s in streams],
+                                            xs)]
+        xs = _conv_many(self.embedder.conv2, [s.convs[1] for s in streams], xs)
+        for i, layer in enumerate(self.layers):
+            xs = _layer_many(layer, [s.layers[i] for s in streams], xs, finals)
+        sizes = [x.shape[0] for x in xs]
+        for stream, n in zip(streams, sizes):
+            stream.num_outputs += n
+        return list(self.final_norm(torch.cat(xs)).split(sizes))

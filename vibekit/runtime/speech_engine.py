@@ -234,9 +234,8 @@ class SpeechEngine:
                 outputs.append(self._finish(s, "deadline", error=(
                     f"no audio and no end of stream for {s.idle_timeout_s:g} s "
                     "(idle_timeout_s)")))
-        for s in list(self.streams.values()):
-            if s.num_pending >= self.frame_len or (s.ended and not s.flushed):
-                self._encode(s)
+        self._encode([s for s in self.streams.values()
+                      if s.num_pending >= self.frame_len or (s.ended and not s.flushed)])
         decoded = self._decode()
         now = self.clock()
         for s in list(self.streams.values()):
@@ -246,25 +245,39 @@ class SpeechEngine:
                 outputs.append(self._finish(s, s.hyp_reason or "stop"))
         return outputs
 
-    def _encode(self, s: _Stream) -> None:
-        usable = s.num_pending // self.frame_len * self.frame_len
-        final = s.ended
-        bound = self._output_bound(s.encoder_state.num_samples + usable)
-        if not self.cache.can_append_encoder(s.req, bound - self._num_outputs(s)):
-            return  # cross pages are full: this stream's audio waits for a later step
-        x = torch.cat(s.pending) if s.pending else torch.zeros(0)
-        s.pending = [x[usable:]] if x.numel() > usable else []
-        s.num_pending -= usable
-        frames = self.model.encoder.step(s.encoder_state, x[:usable].to(self.device, self.dtype),
-                                         final)
-        s.flushed = final
-        if frames.shape[0]:
-            start = self._num_outputs(s)
-            slots = self.cache.append_encoder(s.req, frames.shape[0])
+    def _encode(self, streams: list[_Stream]) -> None:
+        """Run the encoder over the new whole frames of these streams (one batch) and write
+        the cross K/V of the outputs that became final."""
+        batch, samples = [], []
+        for s in streams:
+            usable = s.num_pending // self.frame_len * self.frame_len
+            bound = self._output_bound(s.encoder_state.num_samples + usable)
+            if not self.cache.can_append_encoder(s.req, bound - self._num_outputs(s)):
+                continue  # cross pages are full: this stream's audio waits for a later step
+            x = torch.cat(s.pending) if s.pending else torch.zeros(0)
+            s.pending = [x[usable:]] if x.numel() > usable else []
+            s.num_pending -= usable
+            batch.append(s)
+            samples.append(x[:usable].to(self.device, self.dtype))
+        if not batch:
+            return
+        outs = self.model.encoder.step_many([s.encoder_state for s in batch], samples,
+                                            [s.ended for s in batch])
+        frames, positions, slots = [], [], []
+        for s, out in zip(batch, outs):
+            s.flushed = s.ended
+            if out.shape[0]:
+                start = self._num_outputs(s)
+                slots.append(self.cache.append_encoder(s.req, out.shape[0]))
+                positions.append(torch.arange(start, start + out.shape[0]))
+                frames.append(out)
+        if frames:
             backend = "ref" if self.attention_backend == "torch" else self.attention_backend
-            self.model.write_cross_kv(frames, start, slots, self.cache.cross.kv_caches, backend)
-        if self._num_outputs(s) > s.hyp_outputs:
-            self._restart(s)
+            self.model.write_cross_kv(torch.cat(frames), torch.cat(positions).to(self.device),
+                                      torch.cat(slots), self.cache.cross.kv_caches, backend)
+        for s in batch:
+            if self._num_outputs(s) > s.hyp_outputs:
+                self._restart(s)
 
     def _restart(self, s: _Stream) -> None:
         self.cache.restart_decoder(s.req)
