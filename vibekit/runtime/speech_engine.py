@@ -175,14 +175,17 @@ class SpeechEngine:
             self.end_audio(request_id)
         return request_id
 
-    def append_audio(self, request_id: str, samples, sample_rate: int | None = None) -> None:
-        """Append a chunk of samples (1-D, float in [-1, 1] or int16) to a streaming request."""
+    def append_audio(self, request_id: str, samples, sample_rate: int | None = None,
+                     arrived_at: float | None = None) -> None:
+        """Append a chunk of samples (1-D, float in [-1, 1] or int16) to a streaming request.
+        arrived_at: when the chunk arrived on the engine's clock (default now), the start of
+        its chunk latency."""
         s = self._get(request_id)
         if s.ended:
             raise InvalidRequestError(f"request {request_id!r}: audio chunk after end of stream")
         x = check_samples(samples, sample_rate, self.sample_rate)
         self._check_length(s, x)
-        self._push(s, x)
+        self._push(s, x, arrived_at)
 
     def end_audio(self, request_id: str) -> None:
         """No more audio for this request: its final transcript follows."""
@@ -377,14 +380,14 @@ class SpeechEngine:
                                       "aborted, past its deadline, or never added)")
         return s
 
-    def _push(self, s: _Stream, x: torch.Tensor) -> None:
+    def _push(self, s: _Stream, x: torch.Tensor, arrived_at: float | None = None) -> None:
         s.last_audio_at = self.clock()
         if x.numel() == 0:
             return
         s.pending.append(x)
         s.num_pending += x.numel()
         s.num_samples += x.numel()
-        s.waiting_chunks.append(s.last_audio_at)
+        s.waiting_chunks.append(s.last_audio_at if arrived_at is None else arrived_at)
 
     def _check_length(self, s: _Stream, x: torch.Tensor) -> None:
         total = s.num_samples + x.numel()
