@@ -1,5 +1,5 @@
 """streaming-asr reference: HF transformers' greedy `generate` on each stream's whole
-recording (zero-padded to whole 5 ms frames, with the attention mask HF's processor passes),
+recording (zero-padded to whole 5 ms frames, the padding masked, as HF's processor does),
 one request at a time. Nothing of vibekit runs here except building the same random weights."""
 
 from __future__ import annotations
@@ -38,9 +38,12 @@ def reference_outputs(requests: list[dict[str, Any]], model: str = "", seed: int
     outputs = []
     for req in requests:
         x = torch.from_numpy(workload.audio_for(req))
-        x = torch.nn.functional.pad(x, (0, -x.numel() % 80))[None]
+        mask = torch.ones(x.numel(), dtype=torch.long)
+        pad = -x.numel() % 80  # whole 5 ms frames, the padding masked (as HF's processor does)
+        x, mask = torch.nn.functional.pad(x, (0, pad))[None], torch.nn.functional.pad(
+            mask, (0, pad))[None]
         with torch.no_grad():
-            out = hf.generate(input_values=x, attention_mask=torch.ones(x.shape, dtype=torch.long),
+            out = hf.generate(input_values=x, attention_mask=mask,
                               max_new_tokens=req["max_tokens"], do_sample=False)
         ids = out[0, 1:].tolist()
         cut = next((i + 1 for i, t in enumerate(ids) if t in eos), len(ids))

@@ -31,15 +31,17 @@ def _engine(ckpt, **kw) -> SpeechEngine:
 
 
 def _hf_ids(hf, audio: torch.Tensor) -> list[int]:
-    audio = pad_to_frames(audio)
+    # as HF's processor prepares it: zero-padded to whole 5 ms frames, the padding masked
+    mask = torch.ones(1, audio.numel(), dtype=torch.long)
+    audio, mask = pad_to_frames(audio), pad_to_frames(mask[0])[None]
     with torch.no_grad():
-        out = hf.generate(input_values=audio[None],
-                          attention_mask=torch.ones(1, audio.numel(), dtype=torch.long),
+        out = hf.generate(input_values=audio[None], attention_mask=mask,
                           max_new_tokens=MAX_TOKENS, do_sample=False)
     return out[0, 1:].tolist()  # drop the decoder start token
 
 
-AUDIOS = [tone_audio(s, seed=i) for i, s in enumerate([0.31, 0.72, 1.13, 0.05, 0.5013])]
+# 0.5013 s and 0.7307 s end in a partial 5 ms frame
+AUDIOS = [tone_audio(s, seed=i) for i, s in enumerate([0.31, 0.7307, 1.13, 0.05, 0.5013])]
 
 
 def test_transcribe_equals_hf_generate(hf, ckpt):

@@ -197,10 +197,14 @@ class SpeechEngine:
             raise InvalidRequestError(f"request {request_id!r}: the audio is empty (0 samples); "
                                       "send at least one sample before ending the stream")
         s.ended = True
-        pad = -s.num_pending % self.frame_len  # the last partial frame, zero-padded
-        if pad:
-            s.pending.append(torch.zeros(pad))
-            s.num_pending += pad
+        partial = s.num_pending % self.frame_len
+        if partial:
+            # NOTE: HF's processor pads to whole frames and masks the padding; the encoder then
+            # zeroes the embedding of the partial last frame, which is the embedding of a frame
+            # of zeros: so the partial frame's samples become zeros.
+            x = torch.cat(s.pending)
+            s.pending = [x[:x.numel() - partial], torch.zeros(self.frame_len)]
+            s.num_pending += self.frame_len - partial
 
     def abort(self, request_id: str) -> None:
         """Drop a request and free its pages (no output follows). Unknown ids are ignored."""
