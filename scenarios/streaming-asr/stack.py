@@ -77,10 +77,11 @@ class ASRStack:
             buffered = num_due - f.sent
             whole = num_due >= len(f.audio)
             if buffered > 0 and (whole or buffered >= self.min_encode * 16000):
-                # arrival of the oldest chunk in this append (its latency starts there)
-                due = f.start + (f.sent // f.chunk) * f.chunk / 16000
-                self.engine.append_audio(rid, f.audio[f.sent:num_due], arrived_at=due)
-                f.sent = num_due
+                while f.sent < num_due:  # chunk by chunk: each one's latency from its due time
+                    due = f.start + (f.sent // f.chunk) * f.chunk / 16000
+                    end = min(num_due, f.sent + f.chunk)
+                    self.engine.append_audio(rid, f.audio[f.sent:end], arrived_at=due)
+                    f.sent = end
             if f.sent >= len(f.audio):
                 self.engine.end_audio(rid)
                 f.ended = True
