@@ -7,6 +7,8 @@ import logging
 from typing import Any
 
 logger = logging.getLogger("vibekit.serve")
+_SPEECH_OPTIONS = {"max_num_seqs", "max_tokens", "max_audio_seconds", "page_size", "num_pages",
+                   "num_cross_pages", "idle_timeout_s", "num_threads"}
 
 # NOTE: chosen by measurement (benchmarks/RESULTS.md, "server: engine core process").
 ENGINE_PROCESS_DEFAULT = True
@@ -36,6 +38,12 @@ def run_server(model: str, host: str = "127.0.0.1", port: int = 8000,
 
     from vibekit import AsyncEngine, Engine
     from vibekit.serve.app import create_app
+    from vibekit.serve.speech import is_speech_model, run_speech_server
+
+    if is_speech_model(model):  # speech recognition: /v1/audio/transcriptions (serve/speech.py)
+        speech_options = {k: v for k, v in engine_options.items() if k in _SPEECH_OPTIONS}
+        return run_speech_server(model, host, port, served_model_name, dtype, device,
+                                 log_level, max_body_bytes, **speech_options)
 
     served: Any
     if engine_process:
