@@ -124,8 +124,9 @@ class ForwardBatch:
 
     @property
     def kv_append_backend(self) -> str:
-        """kv_append follows attention_backend; its one torch path is the reference."""
-        return "ref" if self.attention_backend == "torch" else self.attention_backend
+        """kv_append follows attention_backend; its one torch path (for the torch and cpu
+        attention backends) is the reference."""
+        return "ref" if self.attention_backend in ("torch", "cpu") else self.attention_backend
 
     @property
     def is_decode(self) -> bool:
