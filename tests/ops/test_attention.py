@@ -184,8 +184,12 @@ def test_importing_ops_does_not_import_triton():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=repo_root)
 
 
-def test_auto_backend_on_cpu_is_the_torch_path():
+def test_auto_backend_on_cpu_is_the_kernel_where_it_builds_else_the_torch_path():
+    from vibekit.ops.registry import auto_backend
+
     batch = make_paged_batch([2, 1], [3, 4], num_kv_heads=1, group=2, head_dim=8, page_size=4,
                              device="cpu")
-    torch.testing.assert_close(paged_attention(*batch.args(), 0.5),
-                               paged_attention(*batch.args(), 0.5, backend="torch"))
+    expected = "cpu" if attention_kernel_available() else "torch"
+    assert auto_backend("paged_attention", "cpu") == expected
+    assert torch.equal(paged_attention(*batch.args(), 0.5),
+                       paged_attention(*batch.args(), 0.5, backend=expected))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from vibekit.ops.registry import register, resolve
+from vibekit.ops.registry import register, resolve, set_auto_order
 
 
 def _gather_kv(cache: torch.Tensor, pages: torch.Tensor, kv_len: int) -> torch.Tensor:
@@ -107,3 +107,6 @@ def _cpu_kernel_available() -> bool:
 
 register("paged_attention", "cpu", "vibekit.ops.attention_cpu:paged_attention_cpu",
          available=_cpu_kernel_available)
+# NOTE: on CPU "auto" is the kernel where it builds (faster than the SDPA path at every measured
+# shape, and batch-invariant), else the torch path.
+set_auto_order("paged_attention", "cpu", ("cpu", "torch", "ref"))
