@@ -112,8 +112,9 @@ def main() -> None:
     print(f"model={args.model} dtype={args.dtype} batch_invariant={args.batch_invariant} "
           f"mode={args.mode} requests={args.num_requests} max_tokens={args.max_tokens} "
           f"threads={torch.get_num_threads()}")
+    # max_num_seqs = the largest batch: the KV pool is sized for it, not for 64 sequences.
     engine = Engine.from_pretrained(args.model, dtype=args.dtype, max_model_len=4096,
-                                    enable_prefix_caching=False,
+                                    enable_prefix_caching=False, max_num_seqs=max(args.batch),
                                     batch_invariant=args.batch_invariant)
     results = []
     # In file mode the model makes the edit itself: there is no density to vary.
