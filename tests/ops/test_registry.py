@@ -38,12 +38,15 @@ def test_a_backend_an_op_lacks_is_refused_by_name():
 
 
 def test_auto_picks_torch_then_ref_on_the_cpu_and_never_triton():
+    from vibekit.ops.attention_cpu import attention_kernel_available
     from vibekit.ops.linear import cpu_kernel_available
 
+    # The ops whose CPU order puts their AVX512 kernel first, where it builds.
+    kernels = {"linear": cpu_kernel_available(), "paged_attention": attention_kernel_available()}
     for op in ops():
         expected = "torch" if "torch" in backends(op) else "ref"
-        if op == "linear" and cpu_kernel_available():
-            expected = "cpu"  # the one op whose CPU order puts its AVX512 kernel first
+        if kernels.get(op):
+            expected = "cpu"
         assert auto_backend(op, "cpu") == expected, op
 
 
