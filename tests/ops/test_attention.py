@@ -87,8 +87,6 @@ LAYOUTS = [
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype,page_size,group", LAYOUTS)
 def test_backend_matches_reference_on_a_ragged_batch(backend, dtype, page_size, group):
-    if backend == "cpu" and dtype == torch.float16:
-        pytest.skip("the cpu kernel takes float32 and bfloat16 (float16 is refused, tested)")
     batch = make_paged_batch(RAGGED_Q_LENS, RAGGED_PREFIX_LENS, num_kv_heads=2, group=group,
                              head_dim=16, page_size=page_size, dtype=dtype)
     out = paged_attention(*batch.args(), 0.25, max_q_len=batch.max_q_len,
@@ -100,8 +98,6 @@ def test_backend_matches_reference_on_a_ragged_batch(backend, dtype, page_size, 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype,page_size,group", LAYOUTS)
 def test_backend_matches_reference_on_a_decode_batch(backend, dtype, page_size, group):
-    if backend == "cpu" and dtype == torch.float16:
-        pytest.skip("the cpu kernel takes float32 and bfloat16 (float16 is refused, tested)")
     batch = make_paged_batch([1] * 5, [n - 1 for n in DECODE_KV_LENS], num_kv_heads=2,
                              group=group, head_dim=16, page_size=page_size, dtype=dtype)
     out = paged_attention(*batch.args(), 0.25, max_q_len=1, max_kv_len=batch.max_kv_len,

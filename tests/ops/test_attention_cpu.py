@@ -137,9 +137,12 @@ def test_bad_inputs_are_refused_with_what_was_wrong():
     batch = make_paged_batch([2], [3], num_kv_heads=1, group=2, head_dim=16, page_size=4,
                              device="cpu")
     q, k_cache, v_cache, qo_indptr, page_table, kv_lens = batch.args()
-    with pytest.raises(ValueError, match="float32 or bfloat16; q is torch.float16"):
-        paged_attention(q.half(), k_cache.half(), v_cache.half(), qo_indptr, page_table,
-                        kv_lens, 1.0, backend="cpu")
+    with pytest.raises(ValueError, match="float32, bfloat16 or float16; q is torch.float64"):
+        paged_attention(q.double(), k_cache, v_cache, qo_indptr, page_table, kv_lens, 1.0,
+                        backend="cpu")
+    with pytest.raises(ValueError, match="float16 q needs a float16 KV cache"):
+        paged_attention(q.half(), k_cache, v_cache, qo_indptr, page_table, kv_lens, 1.0,
+                        backend="cpu")
     with pytest.raises(RuntimeError, match="needs 2 pages; page_table has 1"):
         paged_attention(q, k_cache, v_cache, qo_indptr, page_table[:, :1], kv_lens, 1.0,
                         backend="cpu")

@@ -38,8 +38,9 @@ def paged_attention_cpu(
 ) -> torch.Tensor:
     """Paged causal attention (the contract of `paged_attention_ref`) on the AVX512 kernel.
 
-    q [T, Hq, D] float32/bfloat16 (token and head strides free), k_cache / v_cache
-    [num_pages, page_size, Hk, D] float32/bfloat16, qo_indptr [B+1], page_table [B, P],
+    q [T, Hq, D] float32/bfloat16/float16 (token and head strides free), k_cache / v_cache
+    [num_pages, page_size, Hk, D] float32/bfloat16 (float16 with a float16 q), qo_indptr [B+1],
+    page_table [B, P],
     kv_lens [B] (int32). Returns [T, Hq, D] in q's dtype. max_q_len / max_kv_len are unused
     (the kernel reads the lengths itself). Raises RuntimeError where the kernel is unavailable.
     """
@@ -49,9 +50,12 @@ def paged_attention_cpu(
     if q.device.type != "cpu" or k_cache.device.type != "cpu":
         raise ValueError(f"paged_attention backend 'cpu' needs CPU tensors, got q on {q.device}")
     for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
-        if t.dtype not in (torch.float32, torch.bfloat16):
-            raise ValueError(f"paged_attention backend 'cpu' takes float32 or bfloat16; {name} "
-                             f"is {t.dtype}")
+        if t.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"paged_attention backend 'cpu' takes float32, bfloat16 or "
+                             f"float16; {name} is {t.dtype}")
+    if (q.dtype == torch.float16) != (k_cache.dtype == torch.float16):
+        raise ValueError(f"paged_attention backend 'cpu': float16 q needs a float16 KV cache "
+                         f"(and the reverse); got q {q.dtype}, KV {k_cache.dtype}")
     if q.stride(-1) != 1:
         q = q.contiguous()
     return module.paged_attention(q, k_cache, v_cache, _i32(qo_indptr), _i32(page_table),

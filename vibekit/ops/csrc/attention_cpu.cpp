@@ -1,8 +1,9 @@
 // Paged causal attention on AVX512 CPUs: one kernel for decode, verify blocks and ragged prefill,
 // reading K/V straight from the pages (no gather).
 //
-// q [T, Hq, D] (float32 or bfloat16, any token / head strides, unit dim stride),
-// k_cache, v_cache [num_pages, page_size, Hk, D] (float32 or bfloat16, contiguous),
+// q [T, Hq, D] (float32, bfloat16 or float16, any token / head strides, unit dim stride),
+// k_cache, v_cache [num_pages, page_size, Hk, D] (float32 or bfloat16, or float16 with a
+// float16 q; contiguous),
 // qo_indptr [B+1], page_table [B, P], kv_lens [B] (int32). Query i of sequence b sits at
 // position kv_lens[b] - q_len_b + i and attends to KV positions 0..its own. Output [T, Hq, D]
 // in q's dtype; every sum in float32.
@@ -57,7 +58,18 @@ inline __m512 load16(const uint16_t* p, __mmask16 mask) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
+// float16 storage (a distinct type from bfloat16's uint16_t).
+struct half_t {
+  uint16_t bits;
+};
+inline __m512 load16(const half_t* p, __mmask16 mask) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, p));
+}
+
 inline void store16(float* p, __m512 v, __mmask16 mask) { _mm512_mask_storeu_ps(p, mask, v); }
+inline void store16(half_t* p, __m512 v, __mmask16 mask) {
+  _mm256_mask_storeu_epi16(p, mask, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
 inline void store16(uint16_t* p, __m512 v, __mmask16 mask) {
   __m256i h = (__m256i)_mm512_cvtneps_pbh(v);  // round to nearest even, like torch
   _mm256_mask_storeu_epi16(p, mask, h);
@@ -270,11 +282,18 @@ torch::Tensor paged_attention(torch::Tensor q, torch::Tensor k_cache, torch::Ten
   if (T == 0) return out;
   Problem pb{T, B, Hq, Hk, D, page_size, P, q.stride(0), q.stride(1), static_cast<float>(scale),
              qo, pt, kl};
+  if (q.scalar_type() == torch::kHalf || k_cache.scalar_type() == torch::kHalf) {
+    TORCH_CHECK(q.scalar_type() == k_cache.scalar_type(),
+                "float16 q needs a float16 KV cache (and the reverse)");
+    auto h = [](torch::Tensor& t) { return reinterpret_cast<half_t*>(t.data_ptr()); };
+    run<half_t, half_t>(pb, h(q), h(k_cache), h(v_cache), h(out));
+    return out;
+  }
   const bool q_bf16 = q.scalar_type() == torch::kBFloat16;
   const bool kv_bf16 = k_cache.scalar_type() == torch::kBFloat16;
-  TORCH_CHECK(q_bf16 || q.scalar_type() == torch::kFloat, "q must be float32 or bfloat16");
+  TORCH_CHECK(q_bf16 || q.scalar_type() == torch::kFloat, "q must be float32, bfloat16 or float16");
   TORCH_CHECK(kv_bf16 || k_cache.scalar_type() == torch::kFloat,
-              "the KV cache must be float32 or bfloat16");
+              "the KV cache must be float32, bfloat16 or float16");
   auto u16 = [](torch::Tensor& t) { return reinterpret_cast<uint16_t*>(t.data_ptr()); };
   if (!q_bf16 && !kv_bf16)
     run<float, float>(pb, q.data_ptr<float>(), k_cache.data_ptr<float>(),
