@@ -160,6 +160,13 @@ def make_workers(args, model: Path, dtype: str, threads: int, work: Path) -> lis
                     out.append(Worker(f"vibekit {quant}", [me, worker, "vibekit", str(model),
                                                            dtype, str(threads), opts], qbytes,
                                       env))
+        elif engine in ("vibekit-torch-attention", "vibekit-invariant"):
+            opts = json.dumps({"attention_backend": "torch"} if engine.endswith("attention")
+                              else {"batch_invariant": True})
+            label = {"vibekit-invariant": "vibekit batch_invariant",
+                     "vibekit-torch-attention": "vibekit (torch attention)"}[engine]
+            out.append(Worker(label, [me, worker, "vibekit", str(model), dtype, str(threads),
+                                      opts], fbytes, env))
         elif engine == "vibekit-torch":
             opts = json.dumps({"linear_backend": "torch"})
             out.append(Worker("vibekit (torch linear)", [me, worker, "vibekit", str(model), dtype,
@@ -211,7 +218,9 @@ def main() -> None:
     ap.add_argument("--model", default="dummy:smollm-135m",
                     help="dummy:<preset> (saved with save_pretrained), zoo:<name> or an HF folder")
     ap.add_argument("--engines", default="vibekit,hf,llamacpp,vllm",
-                    help="comma list of vibekit, vibekit-torch, hf, llamacpp, vllm")
+                    help="comma list of vibekit, vibekit-invariant (batch_invariant=True), "
+                         "vibekit-torch (torch linear), vibekit-torch-attention (SDPA "
+                         "attention), hf, llamacpp, vllm")
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--batches", default="1,16")
     ap.add_argument("--threads", default="1,2")

@@ -97,6 +97,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, nargs="*", default=[1, 8])
     ap.add_argument("--hf", action="store_true", help="also time HF prompt lookup (slow)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (both engines)")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--batch-invariant", action="store_true",
+                    help="engine option batch_invariant=True (the invariant CPU kernels)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -106,9 +109,13 @@ def main() -> None:
         args.mode = "derived" if args.model.startswith("dummy:") else "file"
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"model={args.model} mode={args.mode} requests={args.num_requests} "
-          f"max_tokens={args.max_tokens} threads={torch.get_num_threads()}")
-    engine = Engine.from_pretrained(args.model, max_model_len=4096, enable_prefix_caching=False)
+    print(f"model={args.model} dtype={args.dtype} batch_invariant={args.batch_invariant} "
+          f"mode={args.mode} requests={args.num_requests} max_tokens={args.max_tokens} "
+          f"threads={torch.get_num_threads()}")
+    # max_num_seqs = the largest batch: the KV pool is sized for it, not for 64 sequences.
+    engine = Engine.from_pretrained(args.model, dtype=args.dtype, max_model_len=4096,
+                                    enable_prefix_caching=False, max_num_seqs=max(args.batch),
+                                    batch_invariant=args.batch_invariant)
     results = []
     # In file mode the model makes the edit itself: there is no density to vary.
     densities = [float(d) for d in args.densities.split(",")] if args.mode == "derived" else [None]
@@ -119,9 +126,9 @@ def main() -> None:
         for batch in args.batch:
             plain, plain_outs = time_engine(engine, reqs, False, batch)
             pred, pred_outs = time_engine(engine, reqs, True, batch)
-            # Same math, different summation order (a verify block is a GEMM and ragged attention,
-            # a plain step a GEMV and decode attention): on a deep random fp32 model a logit
-            # near-tie (gap ~1e-3) can flip a token. Report it rather than hide it.
+            # Without invariant kernels (batch_invariant=True, the CPU default where they
+            # build) a verify block and a plain step sum in different orders, and on a deep
+            # random fp32 model a logit near-tie (gap ~1e-3) can flip a token. Reported, not hidden.
             same = sum(a.token_ids == b.token_ids for a, b in zip(pred_outs, plain_outs))
             acc = sum(o.usage.accepted_prediction_tokens for o in pred_outs)
             rej = sum(o.usage.rejected_prediction_tokens for o in pred_outs)

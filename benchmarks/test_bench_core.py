@@ -11,7 +11,7 @@ import pytest
 HERE = Path(__file__).parent
 
 
-@pytest.mark.parametrize("script", ["bench_decode.py", "bench_predicted.py",
+@pytest.mark.parametrize("script", ["bench_decode.py", "bench_predicted.py", "bench_attention.py",
                                     "bench_predicted.py --model dummy:tiny-llama"])
 def test_benchmark_runs_in_quick_mode(script, tmp_path):
     out = tmp_path / "result.json"

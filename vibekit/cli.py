@@ -69,6 +69,8 @@ def _serve(args: argparse.Namespace) -> int:
                if getattr(args, name) is not None}
     if args.no_prefix_caching:
         options["enable_prefix_caching"] = False
+    if args.batch_invariant:
+        options["batch_invariant"] = True
     try:
         run_server(args.model, host=args.host, port=args.port,
                    served_model_name=args.served_model_name, dtype=args.dtype,
@@ -184,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--no-prefix-caching", action="store_true",
                      help="turn off prefix caching (on by default)")
     srv.add_argument("--seed", type=int, default=None, help="engine seed (dummy weights, sampling)")
+    srv.add_argument("--batch-invariant", action="store_true",
+                     help="bit-identical tokens whatever the batch, prediction or prefill split "
+                          "(CPU kernels; an error where they cannot build)")
     srv.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
                      help="larger request bodies get a 413 before they are read")
     srv.add_argument("--request-timeout", type=float, default=600.0,

@@ -240,7 +240,7 @@ class EngineConfig:
     dtype: torch.dtype = torch.float32
     device: str = "cpu"
     max_model_len: int = 2048
-    attention_backend: str = "auto"  # "auto" | "torch" | "triton" | "ref"
+    attention_backend: str = "auto"  # "auto" | "cpu" | "torch" | "triton" | "ref"
     use_cuda_graphs: bool = True
     cuda_graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     seed: int = 0
@@ -256,6 +256,10 @@ class EngineConfig:
     quantization: str | None = None
     # Tensor parallelism (vibekit.distributed.tp): shard the model over this many ranks.
     tensor_parallel_size: int = 1
+    # Batch-invariant numerics: every op computes each row in an order that does not depend on
+    # how many rows share the call, so batching, predicted outputs, chunked prefill, prefix hits
+    # and preemption give bit-identical tokens (CPU kernels; see vibekit/runtime/invariant.py).
+    batch_invariant: bool = False
 
     # Structured output: "auto" (per schema, a backend that enforces every keyword),
     # "llguidance" or "xgrammar"; a request may override it (vibekit.grammar.backend).
@@ -299,11 +303,22 @@ class EngineConfig:
             raise ValueError(f"max_model_len must be positive, got {self.max_model_len}")
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
-        if self.attention_backend not in ("auto", "torch", "triton", "ref"):
+        if self.attention_backend not in ("auto", "cpu", "torch", "triton", "ref"):
             raise ValueError(
                 f"attention_backend {self.attention_backend!r} is not one of "
-                "auto, torch, triton, ref"
+                "auto, cpu, torch, triton, ref"
             )
+        if self.batch_invariant:
+            for name, allowed in (("attention_backend", ("auto", "cpu")),
+                                  ("linear_backend", ("auto", "cpu"))):
+                if getattr(self, name) not in allowed:
+                    raise ValueError(f"batch_invariant=True runs the invariant CPU kernels; "
+                                     f"{name}={getattr(self, name)!r} must be 'auto' or 'cpu'")
+            if torch.device(self.device).type != "cpu":
+                raise ValueError(f"batch_invariant=True is implemented on the CPU only, not "
+                                 f"device={self.device!r}")
+            if self.tensor_parallel_size != 1:
+                raise ValueError("batch_invariant=True does not support tensor_parallel_size > 1")
         if self.model.sliding_window is not None and self.max_model_len > self.model.sliding_window:
             raise ValueError(
                 f"max_model_len {self.max_model_len} exceeds the model's sliding_window "

@@ -14,12 +14,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vibekit.ops import paged_attention, paged_attention_ref, paged_decode_attention_ref
+from vibekit.ops.attention_cpu import attention_kernel_available
 
-from .paged_batch import make_paged_batch, tolerance
+from .paged_batch import DEVICE, make_paged_batch, tolerance
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
+HAS_CPU_KERNEL = DEVICE == "cpu" and attention_kernel_available()
 BACKENDS = [
     "torch",
+    pytest.param("cpu", marks=pytest.mark.skipif(not HAS_CPU_KERNEL,
+                                                 reason="AVX512 attention kernel unavailable")),
     pytest.param("triton", marks=pytest.mark.skipif(not HAS_TRITON, reason="triton not installed")),
 ]
 
@@ -165,7 +169,8 @@ def test_torch_backend_matches_reference_on_any_ragged_batch(seqs, page_size, gr
 def test_unknown_backend_is_refused_with_the_allowed_names():
     batch = make_paged_batch([1], [0], num_kv_heads=1, group=1, head_dim=8, page_size=1,
                              device="cpu")
-    with pytest.raises(ValueError, match="no .flash. backend; it has: auto, ref, torch, triton"):
+    with pytest.raises(ValueError,
+                       match="no .flash. backend; it has: auto, ref, torch, cpu, triton"):
         paged_attention(*batch.args(), 1.0, backend="flash")
 
 
@@ -175,8 +180,12 @@ def test_importing_ops_does_not_import_triton():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=repo_root)
 
 
-def test_auto_backend_on_cpu_is_the_torch_path():
+def test_auto_backend_on_cpu_is_the_kernel_where_it_builds_else_the_torch_path():
+    from vibekit.ops.registry import auto_backend
+
     batch = make_paged_batch([2, 1], [3, 4], num_kv_heads=1, group=2, head_dim=8, page_size=4,
                              device="cpu")
-    torch.testing.assert_close(paged_attention(*batch.args(), 0.5),
-                               paged_attention(*batch.args(), 0.5, backend="torch"))
+    expected = "cpu" if attention_kernel_available() else "torch"
+    assert auto_backend("paged_attention", "cpu") == expected
+    assert torch.equal(paged_attention(*batch.args(), 0.5),
+                       paged_attention(*batch.args(), 0.5, backend=expected))

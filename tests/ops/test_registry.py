@@ -38,15 +38,17 @@ def test_a_backend_an_op_lacks_is_refused_by_name():
 
 
 def test_auto_picks_cpu_then_torch_then_ref_on_the_cpu_and_never_triton():
-    from vibekit.ops.cpu_ext import DECODE
+    from vibekit.ops.attention_cpu import attention_kernel_available
+    from vibekit.ops.cpu_extension import DECODE
     from vibekit.ops.linear import cpu_kernel_available
 
-    kernels = {"linear": cpu_kernel_available(), "apply_rope": DECODE.available(),
-               "kv_append": DECODE.available()}
+    # The ops whose CPU order puts their C++ kernel first, where it builds.
+    kernels = {"linear": cpu_kernel_available(), "paged_attention": attention_kernel_available(),
+               "apply_rope": DECODE.available(), "kv_append": DECODE.available()}
     for op in ops():
         expected = "torch" if "torch" in backends(op) else "ref"
         if kernels.get(op):
-            expected = "cpu"  # the ops whose CPU order puts their C++ kernel first
+            expected = "cpu"
         assert auto_backend(op, "cpu") == expected, op
         assert (op in kernels) == ("cpu" in backends(op)), op
 

@@ -36,3 +36,15 @@ def test_no_install_hint_names_the_other_projects_distribution():
     hits = [f"{p}: {line.strip()}" for p in files
             for line in p.read_text(errors="ignore").splitlines() if bad.search(line)]
     assert not hits, hits
+
+
+def test_serve_batch_invariant_flag_reaches_the_engine_options(monkeypatch):
+    import vibekit.serve
+
+    seen = {}
+    monkeypatch.setattr(vibekit.serve, "run_server", lambda model, **kw: seen.update(kw))
+    assert main(["serve", "dummy:tiny-llama", "--batch-invariant"]) == 0
+    assert seen["batch_invariant"] is True
+    seen.clear()
+    main(["serve", "dummy:tiny-llama"])
+    assert "batch_invariant" not in seen

@@ -131,9 +131,9 @@ class ForwardBatch:
 
     @property
     def kv_append_backend(self) -> str:
-        """kv_append follows attention_backend ("torch" attention: kv_append's own auto choice,
-        the C++ copy on CPU where it builds, else the reference)."""
-        return "auto" if self.attention_backend == "torch" else self.attention_backend
+        """kv_append follows attention_backend ("torch" or "cpu" attention: kv_append's own
+        auto choice, the C++ copy on CPU where it builds, else the reference)."""
+        return "auto" if self.attention_backend in ("torch", "cpu") else self.attention_backend
 
     @property
     def is_decode(self) -> bool:

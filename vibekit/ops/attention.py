@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from vibekit.ops.registry import register, resolve
+from vibekit.ops.registry import register, resolve, set_auto_order
 
 
 def _gather_kv(cache: torch.Tensor, pages: torch.Tensor, kv_len: int) -> torch.Tensor:
@@ -70,8 +70,9 @@ def paged_attention(
     """Paged causal attention over a ragged batch (see `paged_attention_ref` for the contract).
 
     max_q_len / max_kv_len are host-side bounds that spare the fast backends a device sync.
-    Backends: "ref" (the spec), "torch" (vectorized SDPA), "triton" (a decode kernel for
-    one-token batches, else the ragged append kernel).
+    Backends: "ref" (the spec), "torch" (vectorized SDPA), "cpu" (an AVX512 C++ kernel over the
+    pages, batch-invariant: vibekit.ops.attention_cpu), "triton" (a decode kernel for one-token
+    batches, else the ragged append kernel).
     """
     return resolve("paged_attention", backend, q.device)(
         q, k_cache, v_cache, qo_indptr, page_table, kv_lens, scale, max_q_len, max_kv_len)
@@ -96,3 +97,16 @@ def _paged_attention_triton(q, k_cache, v_cache, qo_indptr, page_table, kv_lens,
 register("paged_attention", "ref", _paged_attention_ref)
 register("paged_attention", "torch", "vibekit.ops.attention_torch:paged_attention_torch")
 register("paged_attention", "triton", _paged_attention_triton)
+
+
+def _cpu_kernel_available() -> bool:
+    from vibekit.ops.attention_cpu import attention_kernel_available
+
+    return attention_kernel_available()
+
+
+register("paged_attention", "cpu", "vibekit.ops.attention_cpu:paged_attention_cpu",
+         available=_cpu_kernel_available)
+# NOTE: on CPU "auto" is the kernel where it builds (faster than the SDPA path at every measured
+# shape, and batch-invariant), else the torch path.
+set_auto_order("paged_attention", "cpu", ("cpu", "torch", "ref"))

@@ -30,7 +30,7 @@ def kv_append_cpu(
 ) -> None:
     """C++ scatter (vibekit/ops/csrc/decode_cpu.cpp): one memcpy per token and cache, no mask,
     no temporaries; other layouts or a cache dtype that differs from k's take the reference."""
-    from vibekit.ops.cpu_ext import DECODE
+    from vibekit.ops.cpu_extension import DECODE
 
     module = DECODE.get()
     if (module is None or k.dtype != k_cache.dtype or v.dtype != v_cache.dtype
@@ -44,7 +44,7 @@ def kv_append_cpu(
 
 
 def _decode_kernels_available() -> bool:
-    from vibekit.ops.cpu_ext import DECODE
+    from vibekit.ops.cpu_extension import DECODE
 
     return DECODE.available()
 

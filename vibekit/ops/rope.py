@@ -79,7 +79,7 @@ def apply_rope_cpu(
     """C++ RoPE (vibekit/ops/csrc/decode_cpu.cpp): the same bits as `apply_rope_ref` in one call
     (q, k may be strided views, e.g. of a fused qkv output). Other layouts or dtypes take the
     reference."""
-    from vibekit.ops.cpu_ext import DECODE
+    from vibekit.ops.cpu_extension import DECODE
 
     module = DECODE.get()
     if (module is None or q.dtype not in (torch.float32, torch.bfloat16) or q.dtype != k.dtype
@@ -101,7 +101,7 @@ def apply_rope(
 
 
 def _decode_kernels_available() -> bool:
-    from vibekit.ops.cpu_ext import DECODE
+    from vibekit.ops.cpu_extension import DECODE
 
     return DECODE.available()
 

@@ -36,6 +36,7 @@ from vibekit.logits import LogitsProcessor, PenaltiesProcessor
 from vibekit.models.linear import pack_linears
 from vibekit.runtime.cache import make_cache
 from vibekit.runtime.input_processor import InputProcessor
+from vibekit.runtime.invariant import invariant_config
 from vibekit.runtime.model_runner import ModelRunner
 from vibekit.runtime.output_processor import OutputProcessor
 from vibekit.runtime.scheduler import Scheduler
@@ -66,6 +67,7 @@ class Engine:
 
     def __init__(self, model: torch.nn.Module, config: EngineConfig, tokenizer: Any = None,
                  eos_token_ids: Sequence[int] = ()) -> None:
+        config = invariant_config(config, model)  # batch_invariant=True: the invariant kernels
         self.config = config
         if config.num_threads is not None:
             torch.set_num_threads(config.num_threads)
@@ -121,7 +123,7 @@ class Engine:
         Options (any field of CacheConfig, SchedulerConfig, SpecConfig or EngineConfig):
         max_model_len, page_size, num_pages, memory_budget_bytes (KV cache),
         enable_prefix_caching, max_num_batched_tokens, max_num_seqs, enable_chunked_prefill,
-        attention_backend ("auto", "torch", "triton", "ref"), use_cuda_graphs,
+        attention_backend ("auto", "cpu", "torch", "triton", "ref"), use_cuda_graphs,
         cuda_graph_batch_sizes, seed, num_threads (CPU, process-wide), linear_backend
         ("auto", "cpu", "torch"), quantization (None, "int8", "w8a8"; on device "mlx": None,
         "mlx-q4", "mlx-q8"); structured output:
@@ -131,7 +133,8 @@ class Engine:
         forward); predicted outputs: num_draft_tokens, adaptive_draft, max_draft_tokens,
         enable_predictions; hybrid models: snapshot_policy, snapshot_every_pages,
         snapshot_memory_bytes; tensor_parallel_size (dense llama-family models: shard over N
-        ranks, vibekit.distributed.tp).
+        ranks, vibekit.distributed.tp); batch_invariant (CPU: bit-identical rows whatever the
+        batch, verify block, prefill chunking or prefix hit; vibekit.runtime.invariant).
         """
         from vibekit.models import load_model
 

@@ -1,0 +1,109 @@
+"""JIT-built C++ CPU kernels (ops/csrc/*.cpp): build once with torch.utils.cpp_extension, cache,
+import; or, where the CPU lacks an instruction or the build fails, `None` with one logged line.
+
+Example::
+
+    ext = CpuExtension("attention_cpu.cpp", "paged attention kernel")
+    module = ext.get()          # None (and ext.reason says why) where it cannot run here
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+# The instructions the kernels are compiled for (gcc -m flags / /proc/cpuinfo flag names).
+REQUIRED_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "fma")
+# NOTE: -ffp-contract=off: only a kernel's explicit FMAs fuse, so the rounding of a row does not
+# depend on how the compiler scheduled the code around it (batch invariance needs that).
+CFLAGS = ("-O3", "-ffp-contract=off", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16",
+          "-mfma", "-fopenmp")
+
+
+def cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+class CpuExtension:
+    """One C++ source under ops/csrc, built and loaded once per process (thread-safe)."""
+
+    def __init__(self, source: str, what: str, cflags: tuple[str, ...] = CFLAGS,
+                 required_flags: tuple[str, ...] = REQUIRED_FLAGS) -> None:
+        self.source = Path(__file__).parent / "csrc" / source
+        self.what = what
+        self.cflags = list(cflags)
+        self.required_flags = required_flags
+        self._lock = threading.Lock()
+        self._loaded = False
+        self._module = None
+        self.reason = ""
+
+    def get(self):
+        """The loaded module, or None (see `reason`)."""
+        if not self._loaded:
+            with self._lock:
+                if not self._loaded:
+                    self._module = self._load()
+                    self._loaded = True
+        return self._module
+
+    def _load(self):
+        missing = [f for f in self.required_flags if f not in cpu_flags()]
+        if missing:
+            self.reason = f"CPU lacks {', '.join(missing)}"
+        elif os.environ.get("VIBEKIT_DISABLE_CPU_KERNELS"):
+            self.reason = "VIBEKIT_DISABLE_CPU_KERNELS is set"
+        else:
+            try:
+                return self._build_or_import()
+            except Exception as exc:  # compiler, ninja or headers missing
+                self.reason = f"build failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        logger.warning("vibekit: AVX512 %s unavailable (%s)", self.what, self.reason)
+        return None
+
+    def _build_or_import(self):
+        """Import the cached build of this exact source, flags and torch, or build it.
+
+        NOTE: a cached build is imported without spawning anything (torch's `load` always runs
+        the compiler and ninja to check freshness, which sandboxed candidates must not do)."""
+        key = hashlib.sha256(self.source.read_bytes() + repr((self.cflags, torch.__version__,
+                                                              sys.version)).encode())
+        name = f"vibekit_{self.source.stem}_{key.hexdigest()[:16]}"
+        root = os.environ.get("VIBEKIT_KERNEL_CACHE") or (
+            Path.home() / ".cache" / "vibekit" / "kernels")
+        build_dir = Path(root) / name
+        lib = build_dir / f"{name}.so"
+        if not lib.is_file():
+            from torch.utils.cpp_extension import load
+
+            build_dir.mkdir(parents=True, exist_ok=True)
+            return load(name=name, sources=[str(self.source)], extra_cflags=self.cflags,
+                        extra_ldflags=["-fopenmp"], build_directory=str(build_dir),
+                        verbose=False)
+        spec = importlib.util.spec_from_file_location(name, lib)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    def available(self) -> bool:
+        return self.get() is not None
+
+
+# The small per-token ops (RoPE, KV append; csrc/decode_cpu.cpp): plain C++, no AVX512 needed.
+DECODE = CpuExtension("decode_cpu.cpp", "RoPE / KV append kernels",
+                      cflags=("-O3", "-ffp-contract=off", "-fopenmp"), required_flags=())

@@ -1,0 +1,47 @@
+"""Batch-invariant mode (`batch_invariant=True`): the ops a step runs, each computing a row in
+an order that does not depend on the rows sharing the call.
+
+What each op of a llama-family forward runs under it, and why that row is invariant:
+- linear layers, lm_head included: the AVX512 packed kernel (vibekit/ops/linear.py): one fp32
+  accumulator per output element, k in order, whatever the number of rows or threads;
+- attention: the AVX512 paged kernel (vibekit/ops/attention_cpu.py): one (token, head) row at
+  a time over KV chunks at absolute positions, the same for decode, verify and prefill rows;
+- RMSNorm, RoPE, SiLU * up, residual adds, the embedding gather: torch's CPU elementwise and
+  last-dim reductions, which compute each row alone (the engine tests check it end to end);
+- logits processors, greedy argmax, softmax / top-k / top-p sampling: per row in torch.
+Where a kernel cannot build here (no AVX512-BF16, no compiler) the engine refuses to start with
+the reason, rather than run a path whose rows could change with the batch. Hybrid (recurrent
+state) models are refused too: their chunked scans are not covered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from torch import nn
+
+from vibekit.config import EngineConfig
+
+
+def invariant_config(config: EngineConfig, model: nn.Module) -> EngineConfig:
+    """`config` with the invariant CPU kernels chosen (a no-op unless config.batch_invariant).
+
+    Raises ValueError for a model the mode does not cover, RuntimeError (with the reason)
+    where a kernel is unavailable on this machine."""
+    if not config.batch_invariant:
+        return config
+    spec = model.cache_spec() if hasattr(model, "cache_spec") else None
+    if spec is None or spec.state is not None or not hasattr(model, "packable_linears"):
+        raise ValueError(f"batch_invariant=True covers attention-only llama-family models; "
+                         f"{type(model).__name__} ({config.model.model_type}) is not one")
+    from vibekit.models.linear import resolve_linear_backend
+    from vibekit.ops.attention_cpu import attention_kernel_available, attention_kernel_reason
+
+    try:
+        resolve_linear_backend("cpu", config.device)
+    except RuntimeError as exc:
+        raise RuntimeError(f"batch_invariant=True needs the AVX512 linear kernel: {exc}") from None
+    if not attention_kernel_available():
+        raise RuntimeError("batch_invariant=True needs the AVX512 paged attention kernel, which "
+                           f"is unavailable: {attention_kernel_reason()}")
+    return dataclasses.replace(config, attention_backend="cpu", linear_backend="cpu")
