@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vibekit.ops.cpu_ext import DECODE
+from vibekit.ops.cpu_extension import DECODE
 from vibekit.ops.kv_append import kv_append, kv_append_ref
 from vibekit.ops.rope import apply_rope, apply_rope_ref, rope_cos_sin_cache, rope_inv_freq
 
