@@ -81,8 +81,10 @@ def test_a_hot_key_spills_to_the_next_replica_once_past_the_bound():
 @given(st.lists(st.tuples(st.booleans(), st.integers(0, 5)), min_size=1, max_size=200),
        st.integers(1, 6), st.sampled_from([1.0, 1.1, 1.25, 2.0]))
 def test_no_replica_exceeds_the_bounded_load_capacity(events, num_replicas, load_factor):
-    """Arrivals (key among 6) and departures in any order: after each placement every replica
-    holds at most ceil(load_factor * total / num_replicas) requests (Mirrokni et al.)."""
+    """Arrivals (key among 6) and departures in any order: a request is only ever placed on a
+    replica that holds fewer than ceil(load_factor * (total + 1) / num_replicas) requests
+    (Mirrokni et al.); with arrivals only, no replica ever exceeds that bound. (Departures can
+    lower the bound below a replica's load; the router never adds to such a replica.)"""
     router = PrefixRouter(page_size=PAGE, num_prefix_pages=1, load_factor=load_factor)
     loads = {f"r{i}": 0 for i in range(num_replicas)}
     for arrive, k in events:
@@ -91,7 +93,8 @@ def test_no_replica_exceeds_the_bounded_load_capacity(events, num_replicas, load
             capacity = bounded_load_capacity(sum(loads.values()), num_replicas, load_factor)
             assert loads[chosen] < capacity
             loads[chosen] += 1
-            assert max(loads.values()) <= capacity
+            if all(arrive for arrive, _ in events):
+                assert max(loads.values()) <= capacity
         else:
             busy = sorted(r for r in loads if loads[r])
             loads[busy[k % len(busy)]] -= 1
