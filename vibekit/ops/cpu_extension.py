@@ -62,8 +62,11 @@ class CpuExtension:
                     self._loaded = True
         return self._module
 
+    def _flags(self) -> set[str]:
+        return cpu_flags()
+
     def _load(self):
-        missing = [f for f in self.required_flags if f not in cpu_flags()]
+        missing = [f for f in self.required_flags if f not in self._flags()]
         if missing:
             self.reason = f"CPU lacks {', '.join(missing)}"
         elif os.environ.get("VIBEKIT_DISABLE_CPU_KERNELS"):

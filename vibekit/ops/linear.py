@@ -20,14 +20,13 @@ block is bit-identical to the same row computed alone.
 from __future__ import annotations
 
 import logging
-import os
-import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from vibekit.ops.cpu_extension import CpuExtension
+from vibekit.ops.cpu_extension import cpu_flags as _cpu_flags
 from vibekit.ops.registry import register, resolve, set_auto_order
 
 logger = logging.getLogger(__name__)
@@ -179,76 +178,16 @@ def unpack_weight(packed: PackedLinear) -> torch.Tensor:
     return w[:n]
 
 
-class _Kernel:
-    """Builds and loads the C++ extension once per process; `None` (with one logged line) where
-    the CPU lacks an instruction it needs, or the build fails (no compiler, no ninja)."""
+class _Kernel(CpuExtension):
+    """The linear kernel's build (vibekit.ops.cpu_extension): the module, or `None` with one
+    logged line where the CPU lacks an instruction it needs or the build fails."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loaded = False
-        self._module = None
-        self.reason = ""
+        super().__init__("linear_cpu.cpp", "linear kernel (using torch's linear)",
+                         cflags=tuple(_CFLAGS), required_flags=_REQUIRED_FLAGS)
 
-    def get(self):
-        if not self._loaded:
-            with self._lock:
-                if not self._loaded:
-                    self._module = self._load()
-                    self._loaded = True
-        return self._module
-
-    def _load(self):
-        missing = [f for f in _REQUIRED_FLAGS if f not in _cpu_flags()]
-        if missing:
-            self.reason = f"CPU lacks {', '.join(missing)}"
-        elif os.environ.get("VIBEKIT_DISABLE_CPU_KERNELS"):
-            self.reason = "VIBEKIT_DISABLE_CPU_KERNELS is set"
-        else:
-            try:
-                return _build_or_import()
-            except Exception as exc:  # compiler, ninja or headers missing
-                self.reason = f"build failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
-        logger.warning("vibekit: AVX512 linear kernel unavailable (%s); using torch's linear",
-                       self.reason)
-        return None
-
-
-def _build_or_import():
-    """Import the cached build of this exact source, flags and torch, or build it.
-
-    NOTE: a cached build is imported without spawning anything (torch's `load` always runs
-    the compiler and ninja to check freshness, which sandboxed candidates must not do)."""
-    import hashlib
-    import importlib.util
-    import sys
-
-    src = Path(__file__).parent / "csrc" / "linear_cpu.cpp"
-    key = hashlib.sha256(src.read_bytes() + repr((_CFLAGS, torch.__version__,
-                                                  sys.version)).encode()).hexdigest()[:16]
-    name = f"vibekit_linear_cpu_{key}"
-    root = os.environ.get("VIBEKIT_KERNEL_CACHE") or Path.home() / ".cache" / "vibekit" / "kernels"
-    build_dir = Path(root) / name
-    lib = build_dir / f"{name}.so"
-    if not lib.is_file():
-        from torch.utils.cpp_extension import load
-
-        build_dir.mkdir(parents=True, exist_ok=True)
-        return load(name=name, sources=[str(src)], extra_cflags=_CFLAGS,
-                    extra_ldflags=["-fopenmp"], build_directory=str(build_dir), verbose=False)
-    spec = importlib.util.spec_from_file_location(name, lib)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    def _flags(self) -> set[str]:
+        return _cpu_flags()
 
 
 _KERNEL = _Kernel()
