@@ -31,7 +31,8 @@ def test_every_op_has_a_reference():
 
 
 def test_a_backend_an_op_lacks_is_refused_by_name():
-    with pytest.raises(ValueError, match=r"rms_norm has no 'torch' backend; it has: auto, ref"):
+    msg = r"rms_norm has no 'torch' backend; it has: auto, ref, cpu"
+    with pytest.raises(ValueError, match=msg):
         resolve("rms_norm", "torch", "cpu")
     with pytest.raises(ValueError, match="unknown op"):
         resolve("no_such_op", "ref", "cpu")
@@ -44,7 +45,8 @@ def test_auto_picks_cpu_then_torch_then_ref_on_the_cpu_and_never_triton():
 
     # The ops whose CPU order puts their C++ kernel first, where it builds.
     kernels = {"linear": cpu_kernel_available(), "paged_attention": attention_kernel_available(),
-               "apply_rope": DECODE.available(), "kv_append": DECODE.available()}
+               "apply_rope": DECODE.available(), "kv_append": DECODE.available(),
+               "rms_norm": DECODE.available(), "silu_and_mul": DECODE.available()}
     for op in ops():
         expected = "torch" if "torch" in backends(op) else "ref"
         if kernels.get(op):

@@ -7,6 +7,7 @@ share one `qkv_proj` and gate/up one `gate_up_proj`, filled from the separate HF
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -108,6 +109,10 @@ class LlamaForCausalLM(nn.Module):
             config.head_dim, config.rope_theta, config.rope_scaling,
             min(config.max_position_embeddings, _MAX_INITIAL_ROPE_POSITIONS),
         )
+        # The one-call C++ forward (vibekit.ops.model_cpu), built on the first CPU step once
+        # the projections are packed for the "cpu" kernel; False: the per-op forward only.
+        self.use_fused_cpu = True
+        self._fused: Any = None
 
     def cache_spec(self) -> CacheSpec:
         c = self.config
@@ -122,6 +127,11 @@ class LlamaForCausalLM(nn.Module):
         if len(batch.kv_caches) != self.config.num_layers:
             raise ValueError(f"batch has {len(batch.kv_caches)} KV cache layers; "
                              f"the model needs {self.config.num_layers}")
+        if (self.use_fused_cpu and batch.attention_backend in ("auto", "cpu")
+                and input_ids.device.type == "cpu"):
+            fused = self._fused_forward()
+            if fused is not None:
+                return fused.forward(batch)
         cos, sin = self.rope.get(batch.max_kv_len, input_ids.device)
         x = self.model.embed_tokens(input_ids)  # [T, h]
         for layer in self.model.layers:
@@ -130,6 +140,14 @@ class LlamaForCausalLM(nn.Module):
         if self.lm_head is None:
             return F.linear(x, self.model.embed_tokens.weight).float()  # [S, V]
         return self.lm_head(x).float()  # [S, V]
+
+    def _fused_forward(self) -> Any:
+        """The FusedLlamaCpu of this model, or None where it cannot run (decided once)."""
+        if self._fused is None:
+            from vibekit.ops.model_cpu import FusedLlamaCpu, why_not_fused
+
+            self._fused = FusedLlamaCpu(self) if not why_not_fused(self) else False
+        return self._fused or None
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy HF-named tensors into the (fused) parameters, casting dtype and device.

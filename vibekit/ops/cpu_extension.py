@@ -43,8 +43,11 @@ class CpuExtension:
     """One C++ source under ops/csrc, built and loaded once per process (thread-safe)."""
 
     def __init__(self, source: str, what: str, cflags: tuple[str, ...] = CFLAGS,
-                 required_flags: tuple[str, ...] = REQUIRED_FLAGS) -> None:
+                 required_flags: tuple[str, ...] = REQUIRED_FLAGS,
+                 depends: tuple[str, ...] = ()) -> None:
         self.source = Path(__file__).parent / "csrc" / source
+        # Other csrc files the source includes: part of the build's cache key.
+        self.depends = [self.source.parent / d for d in depends]
         self.what = what
         self.cflags = list(cflags)
         self.required_flags = required_flags
@@ -84,8 +87,9 @@ class CpuExtension:
 
         NOTE: a cached build is imported without spawning anything (torch's `load` always runs
         the compiler and ninja to check freshness, which sandboxed candidates must not do)."""
-        key = hashlib.sha256(self.source.read_bytes() + repr((self.cflags, torch.__version__,
-                                                              sys.version)).encode())
+        code = b"".join(p.read_bytes() for p in [self.source, *self.depends])
+        key = hashlib.sha256(code + repr((self.cflags, torch.__version__,
+                                          sys.version)).encode())
         name = f"vibekit_{self.source.stem}_{key.hexdigest()[:16]}"
         root = os.environ.get("VIBEKIT_KERNEL_CACHE") or (
             Path.home() / ".cache" / "vibekit" / "kernels")

@@ -309,7 +309,9 @@ torch::Tensor paged_attention(torch::Tensor q, torch::Tensor k_cache, torch::Ten
   return out;
 }
 
+#ifndef VIBEKIT_NO_MODULE  // model_cpu.cpp includes this file for its functions
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("paged_attention", &paged_attention,
         "paged causal attention, batch-invariant (see the file's NOTE)");
 }
+#endif

@@ -1,12 +1,16 @@
-// Small per-token ops of a decode step on CPU, bit-identical to their torch references
-// (vibekit/ops/rope.py apply_rope_ref, vibekit/ops/kv_append.py kv_append_ref): one call per
-// layer instead of ten small torch ops with their index arithmetic and temporaries.
+// Small per-token ops of a decode step on CPU: RoPE and KV append bit-identical to their torch
+// references (vibekit/ops/rope.py apply_rope_ref, vibekit/ops/kv_append.py kv_append_ref): one
+// call per layer instead of ten small torch ops with their index arithmetic and temporaries;
+// RMSNorm and SiLU-and-mul with the math of their references (float32 inside, HF's order of
+// casts) in one fixed summation order per row (not torch's bits: see rms_norm_rows).
+// model_cpu.cpp includes this file (VIBEKIT_NO_MODULE) to run the same functions.
 //
 // Built with -ffp-contract=off so `a * b + c * d` rounds each product, as torch's separate
 // mul / add kernels do. bfloat16 math follows torch's: every op computes in float and rounds
 // its result to bfloat16 (round to nearest even).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -81,7 +85,116 @@ torch::Tensor rope_one(const torch::Tensor& x, const torch::Tensor& pos, const t
   return out;
 }
 
+// y[r] = weight * bf16/f32(x[r] * rsqrt(mean(x[r]^2) + eps)), as rms_norm_ref computes it (float32
+// inside, the normalized row cast to the input dtype before the scale). The sum of squares runs
+// in 16 interleaved partial sums (lane j takes elements j, j + 16, ...) added by a fixed tree:
+// one order per row whatever the number of rows or threads (batch invariance), vectorizable
+// without reassociation.
+template <bool BF16>
+void rms_norm_rows(const void* xp, int64_t ldx, int64_t R, int64_t D, const void* wp, float eps,
+                   void* outp) {
+  at::parallel_for(0, R, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      float acc[16] = {0.0f};
+      int64_t i = 0;
+      if constexpr (BF16) {
+        const uint16_t* x = static_cast<const uint16_t*>(xp) + r * ldx;
+        for (; i + 16 <= D; i += 16)
+          for (int j = 0; j < 16; ++j) {
+            const float v = bf16_to_f32(x[i + j]);
+            acc[j] += v * v;
+          }
+        for (int j = 0; i + j < D; ++j) {
+          const float v = bf16_to_f32(x[i + j]);
+          acc[j] += v * v;
+        }
+      } else {
+        const float* x = static_cast<const float*>(xp) + r * ldx;
+        for (; i + 16 <= D; i += 16)
+          for (int j = 0; j < 16; ++j) acc[j] += x[i + j] * x[i + j];
+        for (int j = 0; i + j < D; ++j) acc[j] += x[i + j] * x[i + j];
+      }
+      for (int w = 8; w >= 1; w /= 2)
+        for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
+      const float inv = 1.0f / std::sqrt(acc[0] / static_cast<float>(D) + eps);
+      if constexpr (BF16) {
+        const uint16_t* x = static_cast<const uint16_t*>(xp) + r * ldx;
+        const uint16_t* w = static_cast<const uint16_t*>(wp);
+        uint16_t* y = static_cast<uint16_t*>(outp) + r * D;
+        for (int64_t k = 0; k < D; ++k)
+          y[k] = f32_to_bf16(bf16_to_f32(w[k]) * round_bf16(bf16_to_f32(x[k]) * inv));
+      } else {
+        const float* x = static_cast<const float*>(xp) + r * ldx;
+        const float* w = static_cast<const float*>(wp);
+        float* y = static_cast<float*>(outp) + r * D;
+        for (int64_t k = 0; k < D; ++k) y[k] = w[k] * (x[k] * inv);
+      }
+    }
+  });
+}
+
+// out[r, i] = silu(g) * u for the row [g | u] (2I values): silu(g) = g / (1 + exp(-g)) in float
+// and, for bfloat16, rounded before the product (F.silu, then the mul, as silu_and_mul_ref).
+template <bool BF16>
+void silu_mul_rows(const void* xp, int64_t ldx, int64_t R, int64_t I, void* outp) {
+  at::parallel_for(0, R, 4, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      if constexpr (BF16) {
+        const uint16_t* g = static_cast<const uint16_t*>(xp) + r * ldx;
+        const uint16_t* u = g + I;
+        uint16_t* y = static_cast<uint16_t*>(outp) + r * I;
+        for (int64_t k = 0; k < I; ++k) {
+          const float gv = bf16_to_f32(g[k]);
+          const float s = round_bf16(gv / (1.0f + std::exp(-gv)));
+          y[k] = f32_to_bf16(s * bf16_to_f32(u[k]));
+        }
+      } else {
+        const float* g = static_cast<const float*>(xp) + r * ldx;
+        const float* u = g + I;
+        float* y = static_cast<float*>(outp) + r * I;
+        for (int64_t k = 0; k < I; ++k) y[k] = (g[k] / (1.0f + std::exp(-g[k]))) * u[k];
+      }
+    }
+  });
+}
+
 }  // namespace
+
+// x [R, D] (unit last stride, any row stride), weight [D] of x's dtype (float32 or bfloat16).
+// Returns [R, D] contiguous in x's dtype.
+torch::Tensor rms_norm(torch::Tensor x, torch::Tensor weight, double eps) {
+  TORCH_CHECK(x.dim() == 2 && x.stride(1) == 1, "rms_norm: x must be [R, D] with a unit last stride");
+  TORCH_CHECK(weight.dim() == 1 && weight.is_contiguous() && weight.size(0) == x.size(1) &&
+              weight.scalar_type() == x.scalar_type(), "rms_norm: weight must be [D] of x's dtype");
+  const int64_t R = x.size(0), D = x.size(1);
+  auto out = torch::empty({R, D}, x.options());
+  if (R == 0) return out;
+  if (x.scalar_type() == torch::kBFloat16) {
+    rms_norm_rows<true>(x.data_ptr(), x.stride(0), R, D, weight.data_ptr(), static_cast<float>(eps),
+                        out.data_ptr());
+  } else {
+    TORCH_CHECK(x.scalar_type() == torch::kFloat, "rms_norm: x must be float32 or bfloat16");
+    rms_norm_rows<false>(x.data_ptr(), x.stride(0), R, D, weight.data_ptr(), static_cast<float>(eps),
+                         out.data_ptr());
+  }
+  return out;
+}
+
+// x [R, 2I] = [gate | up] (unit last stride, any row stride), float32 or bfloat16 -> [R, I].
+torch::Tensor silu_and_mul(torch::Tensor x) {
+  TORCH_CHECK(x.dim() == 2 && x.stride(1) == 1 && x.size(1) % 2 == 0,
+              "silu_and_mul: x must be [R, 2I] with a unit last stride");
+  const int64_t R = x.size(0), I = x.size(1) / 2;
+  auto out = torch::empty({R, I}, x.options());
+  if (R == 0) return out;
+  if (x.scalar_type() == torch::kBFloat16) {
+    silu_mul_rows<true>(x.data_ptr(), x.stride(0), R, I, out.data_ptr());
+  } else {
+    TORCH_CHECK(x.scalar_type() == torch::kFloat, "silu_and_mul: x must be float32 or bfloat16");
+    silu_mul_rows<false>(x.data_ptr(), x.stride(0), R, I, out.data_ptr());
+  }
+  return out;
+}
 
 // q [T, Hq, D], k [T, Hk, D] (heads contiguous; T and head strides free, e.g. views of a fused
 // qkv output), positions [T] int64 in [0, N), cos / sin [N, D] float32 contiguous.
@@ -136,7 +249,11 @@ void kv_append(torch::Tensor k, torch::Tensor v, torch::Tensor k_cache, torch::T
   });
 }
 
+#ifndef VIBEKIT_NO_MODULE
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("apply_rope", &apply_rope, "rotate-half RoPE of q and k (bit-identical to apply_rope_ref)");
   m.def("kv_append", &kv_append, "scatter k, v rows into their page slots");
+  m.def("rms_norm", &rms_norm, "RMSNorm of rows (float32 inside, one summation order per row)");
+  m.def("silu_and_mul", &silu_and_mul, "silu(gate) * up of [gate | up] rows");
 }
+#endif

@@ -370,8 +370,10 @@ torch::Tensor packed_linear_w8a8(torch::Tensor x, torch::Tensor packed, int64_t 
   return y;
 }
 
+#ifndef VIBEKIT_NO_MODULE  // model_cpu.cpp includes this file for its functions
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("packed_linear", &packed_linear, "y = x @ W^T (+ bias) on a packed weight");
   m.def("packed_linear_w8a8", &packed_linear_w8a8,
         "y = x @ W^T (+ bias) with int8 weights and per-row int8 activations (VNNI)");
 }
+#endif
