@@ -4,11 +4,18 @@ Runs under the engine's own interpreter (the main environment for vibekit and HF
 for llama.cpp and vLLM), so it imports nothing from this repository except for vibekit itself.
 
     python peer_worker.py ENGINE MODEL DTYPE THREADS [OPTIONS_JSON]
-    stdin : one JSON job per line {"prompts": [[ids]], "out_lens": [n], "quant": null}
+    stdin : one JSON job per line {"prompts": [[ids]], "out_lens": [n], "predictions": [[ids]]
+            (optional: vibekit's predicted outputs), "all": false}
     stdout: one JSON line per job {"seconds": s, "tokens": n, "first": [ids of request 0]}
+            (with "all": true also "outputs": every request's ids)
 
 Greedy decoding, EOS ignored, every request generates exactly its out_len tokens. The timed
-region is the whole batch: prefill of the (short) prompts and decode.
+region is the whole batch: prefill of the prompts and decode.
+
+Speculation, as each engine offers it (OPTIONS_JSON): vibekit takes the job's predictions (the
+file being edited) and any engine option (num_draft_tokens, ...); HF {"prompt_lookup_num_tokens":
+k}; vLLM {"speculative_config": {"method": "ngram", ...}}; llama.cpp {"prompt_lookup": k}
+(llama-cpp-python's LlamaPromptLookupDecoding draft model through its `generate`).
 """
 
 from __future__ import annotations
@@ -25,10 +32,10 @@ def vibekit_engine(model: str, dtype: str, threads: int, options: dict):
     engine = Engine.from_pretrained(model, dtype=dtype, num_threads=threads,
                                     max_model_len=1024, **options)
 
-    def run(prompts, out_lens):
+    def run(prompts, out_lens, predictions=None):
         params = [SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True)
                   for n in out_lens]
-        outs = engine.generate(prompts, params)
+        outs = engine.generate(prompts, params, predictions=predictions)
         return [o.token_ids for o in outs]
 
     return run
@@ -41,8 +48,19 @@ def hf_engine(model: str, dtype: str, threads: int, options: dict):
     torch.set_num_threads(threads)
     hf = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype)).eval()
 
+    lookup = options.get("prompt_lookup_num_tokens")
+
     @torch.inference_mode()
-    def run(prompts, out_lens):
+    def run(prompts, out_lens, predictions=None):
+        if lookup:  # prompt lookup decoding runs one sequence at a time
+            out = []
+            for p, n in zip(prompts, out_lens):
+                ids = torch.tensor([p])
+                gen = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                  max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                                  pad_token_id=0, prompt_lookup_num_tokens=lookup)
+                out.append(gen[0, len(p):].tolist())
+            return out
         # As a user batches HF generate: left-padded, max_new_tokens = the longest request.
         width = max(len(p) for p in prompts)
         ids = torch.zeros(len(prompts), width, dtype=torch.long)
@@ -60,6 +78,9 @@ def hf_engine(model: str, dtype: str, threads: int, options: dict):
 
 def llamacpp_engine(model: str, dtype: str, threads: int, options: dict):
     import llama_cpp
+
+    if options.get("prompt_lookup"):
+        return llamacpp_lookup_engine(model, threads, options)
 
     llm = llama_cpp.Llama(model_path=model, n_ctx=options.get("n_ctx", 4096),
                           n_batch=512, n_ubatch=512, n_threads=threads, n_threads_batch=threads,
@@ -85,7 +106,7 @@ def llamacpp_engine(model: str, dtype: str, threads: int, options: dict):
         if llama_cpp.llama_decode(ctx, batch) != 0:
             raise RuntimeError("llama_decode failed")
 
-    def run(prompts, out_lens, keep=(llm, context)):  # NOTE: keeps the contexts alive
+    def run(prompts, out_lens, predictions=None, keep=(llm, context)):  # NOTE: keeps contexts alive
         # Continuous batching over llama.cpp's C API (one sequence id per request), as its
         # server does: prefill each prompt, then one llama_decode per step for all live ones.
         mem = llama_cpp.llama_get_memory(ctx)
@@ -114,6 +135,33 @@ def llamacpp_engine(model: str, dtype: str, threads: int, options: dict):
     return run
 
 
+def llamacpp_lookup_engine(model: str, threads: int, options: dict):
+    """llama-cpp-python's high-level `generate` with its prompt-lookup draft model, one request
+    at a time (as its speculative path runs), greedy (temp 0, no penalties)."""
+    import llama_cpp
+    from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+    llm = llama_cpp.Llama(model_path=model, n_ctx=options.get("n_ctx", 4096), n_batch=512,
+                          n_threads=threads, n_threads_batch=threads,
+                          draft_model=LlamaPromptLookupDecoding(
+                              num_pred_tokens=options["prompt_lookup"]),
+                          verbose=bool(os.environ.get("PEER_VERBOSE")))
+
+    def run(prompts, out_lens, predictions=None):
+        out = []
+        for p, n in zip(prompts, out_lens):
+            toks: list[int] = []
+            for tok in llm.generate(p, top_k=1, top_p=1.0, min_p=0.0, temp=0.0,
+                                    repeat_penalty=1.0, reset=True):
+                toks.append(int(tok))
+                if len(toks) == n:
+                    break
+            out.append(toks)
+        return out
+
+    return run
+
+
 def vllm_engine(model: str, dtype: str, threads: int, options: dict):
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "0" if threads == 1 else f"0-{threads - 1}")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
@@ -122,7 +170,7 @@ def vllm_engine(model: str, dtype: str, threads: int, options: dict):
     llm = LLM(model=model, dtype=dtype, max_model_len=1024, enforce_eager=False,
               skip_tokenizer_init=True, **options)
 
-    def run(prompts, out_lens):
+    def run(prompts, out_lens, predictions=None):
         params = [SamplingParams(max_tokens=n, min_tokens=n, temperature=0.0, ignore_eos=True,
                                  detokenize=False) for n in out_lens]
         outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params,
@@ -148,11 +196,13 @@ def main() -> None:
     for line in sys.stdin:
         job = json.loads(line)
         t0 = time.perf_counter()
-        outs = run(job["prompts"], job["out_lens"])
+        outs = run(job["prompts"], job["out_lens"], job.get("predictions"))
         seconds = time.perf_counter() - t0
         assert [len(o) for o in outs] == job["out_lens"], ([len(o) for o in outs], job["out_lens"])
-        print(json.dumps({"seconds": seconds, "tokens": sum(len(o) for o in outs),
-                          "first": outs[0][:16]}), file=proto, flush=True)
+        reply = {"seconds": seconds, "tokens": sum(len(o) for o in outs), "first": outs[0][:16]}
+        if job.get("all"):
+            reply["outputs"] = outs
+        print(json.dumps(reply), file=proto, flush=True)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@ vs everything outside the model forward (scheduling, batch metadata, sampling, d
 
 Wraps the model's layers with wall-clock timers (a few hundred ns each), runs one request
 through `Engine.step()` and reports per-step medians over its decode steps, for each linear
-backend. The machine is shared: read the shares, not the absolute times.
+backend, and for the one-call C++ forward of the llama family ("fused", what the engine runs
+by default on AVX512 CPUs: only its total is timed, under "other model ops"). The machine is
+shared: read the shares, not the absolute times.
 
     python benchmarks/profile_decode.py                               # SmolLM-135M shape
     python benchmarks/profile_decode.py --model zoo:code-edit-tiny
@@ -68,7 +70,9 @@ def timers(acc: dict[str, float]):
 def profile(model: str, dtype: str, backend: str, threads: int, steps: int,
             batch: int = 1) -> dict:
     engine = Engine.from_pretrained(model, dtype=dtype, num_threads=threads, max_model_len=1024,
-                                    linear_backend=backend)
+                                    linear_backend="auto" if backend == "fused" else backend)
+    if hasattr(engine.model, "use_fused_cpu"):  # "fused": the one-call C++ forward, as served
+        engine.model.use_fused_cpu = backend == "fused"
     prompt = list(range(1, 33))
     params = SamplingParams(max_tokens=steps + 1, temperature=0.0, ignore_eos=True)
     engine.generate([prompt], SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True))
@@ -112,7 +116,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--model", default="dummy:smollm-135m")
     ap.add_argument("--dtype", default="float32")
-    ap.add_argument("--backends", default="auto,torch")
+    ap.add_argument("--backends", default="fused,auto,torch",
+                    help="fused (the one-call C++ forward: its ops are not timed one by one), "
+                         "auto / torch / cpu (linear backend of the per-op forward)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--batch", type=int, default=1, help="requests decoding together")

@@ -13,10 +13,12 @@ import pytest
 HERE = Path(__file__).parent
 
 
-@pytest.mark.parametrize("script", ["bench_peers.py", "bench_linear.py", "profile_decode.py"])
+@pytest.mark.parametrize("script", ["bench_peers.py", "bench_linear.py", "profile_decode.py",
+                                    "bench_code_edit_peers.py"])
 def test_cpu_decode_benchmark_runs_in_quick_mode(script, tmp_path):
     out = tmp_path / "result.json"
-    extra = ["--work-dir", str(tmp_path)] if script == "bench_peers.py" else []
+    extra = (["--work-dir", str(tmp_path)]
+             if script in ("bench_peers.py", "bench_code_edit_peers.py") else [])
     proc = subprocess.run([sys.executable, str(HERE / script), "--quick", "--json", str(out),
                            *extra], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
