@@ -6,9 +6,10 @@ Workload: scenarios/code-edit in file mode on zoo:code-edit-tiny (a 4.5M llama t
 edit code): each prompt asks for an edit of a stdlib snippet; vibekit gets the snippet as its
 prediction, the peers' n-gram / prompt-lookup drafters search the same prompt (which holds the
 snippet), so every engine has the same text to copy from. Batch 1 (one request at a time), greedy.
-Every engine generates exactly as many tokens as vibekit's plain greedy decoding does for that
-request (EOS ignored up to there), and every engine's outputs are checked against it: a row whose
-tokens differ is marked.
+Every engine generates exactly the tokens vibekit's plain greedy decoding gives for that request
+before its EOS (a fixed length, EOS ignored), and every engine's outputs are checked against them:
+a row whose tokens differ is marked. The peers' speculation runs with k = 10 draft tokens and
+their default n-gram sizes (vLLM 5..5, HF 2, llama-cpp-python 2).
 
 Each engine runs in its own process (benchmarks/peer_worker.py; peers under their venvs, built by
 scripts/install_peers.sh; a missing peer is skipped with a message), loaded once and warmed up;
@@ -69,8 +70,7 @@ def workers(args, model: Path, work: Path) -> list[Worker]:
         if python.is_file():
             add("vLLM CPU plain", python, "vllm", model, {}, peer_env)
             add(f"vLLM CPU n-gram (k={LOOKUP})", python, "vllm", model,
-                {"speculative_config": {"method": "ngram", "num_speculative_tokens": LOOKUP,
-                                        "prompt_lookup_max": 4, "prompt_lookup_min": 1}},
+                {"speculative_config": {"method": "ngram", "num_speculative_tokens": LOOKUP}},
                 peer_env)
         else:
             print(f"  skip vLLM: {python} missing (scripts/install_peers.sh vllm)")
@@ -115,7 +115,11 @@ def main() -> None:
     prompts = [tok(r["prompt"])["input_ids"] for r in reqs]
     preds = [tok(r["prediction"]["content"], add_special_tokens=False)["input_ids"] for r in reqs]
     params = SamplingParams(max_tokens=args.max_tokens, temperature=0.0)
-    expected = [o.token_ids for o in ref.generate(prompts, params)]  # plain greedy, EOS stops
+    eos = set(ref.eos_token_ids)
+    # Plain greedy up to (not including) EOS: HF's min_new_tokens and vLLM's min_tokens, which
+    # make the peers generate a fixed length, mask EOS, so no engine is asked to emit it.
+    expected = [o.token_ids[:-1] if o.token_ids and o.token_ids[-1] in eos else o.token_ids
+                for o in ref.generate(prompts, params)]
     del ref
     out_lens = [len(e) for e in expected]
     print(f"code-edit: zoo:code-edit-tiny float32, {len(reqs)} requests (outputs "
