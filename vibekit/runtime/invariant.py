@@ -6,8 +6,11 @@ What each op of a llama-family forward runs under it, and why that row is invari
   accumulator per output element, k in order, whatever the number of rows or threads;
 - attention: the AVX512 paged kernel (vibekit/ops/attention_cpu.py): one (token, head) row at
   a time over KV chunks at absolute positions, the same for decode, verify and prefill rows;
-- RMSNorm, RoPE, SiLU * up, residual adds, the embedding gather: torch's CPU elementwise and
-  last-dim reductions, which compute each row alone (the engine tests check it end to end);
+- RMSNorm, SiLU * up, RoPE, KV append: the C++ row kernels (vibekit/ops/csrc/decode_cpu.cpp;
+  the norm sums each row in one fixed order), or torch's per-row reference where they cannot
+  build; residual adds and the embedding gather: torch's elementwise ops;
+- the whole forward in one C++ call (vibekit/ops/model_cpu.py) where it builds: the same
+  functions in the same order, so the same bits;
 - logits processors, greedy argmax, softmax / top-k / top-p sampling: per row in torch.
 Where a kernel cannot build here (no AVX512-BF16, no compiler) the engine refuses to start with
 the reason, rather than run a path whose rows could change with the batch. Hybrid (recurrent
