@@ -169,3 +169,16 @@ def test_the_benchmark_flags_a_stack_that_shaves_its_chunk_latencies(shave, caug
     rec, outputs = run.level("arm", requests, 2)
     assert all(len(o["chunk_ttft_s"]) == 4 for o in outputs)
     assert bool(run.findings["arm"]) == caught, run.findings
+
+
+def test_an_arm_is_cut_short_on_the_metric_not_on_its_token_rate():
+    sc = SimpleNamespace(workload=SimpleNamespace(concurrency=(1,)),
+                         metric=SimpleNamespace(kind=KIND))
+
+    def c1(p50):  # same tokens and wall time per request: only the chunk latencies differ
+        return [{"key": [0, 1, i], "level": 1, "time_s": 1.0, "tokens": 5, "requests": 1,
+                 "chunk_ttfts": [p50] * 3} for i in range(2)]
+
+    run = _Run(sc, {"base": None, "slow": None, "fast": None}, [], 0, "base")
+    run.units = {"base": c1(0.1), "slow": c1(0.5), "fast": c1(0.02)}
+    assert run._hopeless(["base", "slow", "fast"]) and run.cut == {"slow"}

@@ -230,7 +230,8 @@ class _Run:
                 continue
             pairs = [(u, base[tuple(u["key"])]) for u in self.units[name]
                      if u["level"] == 1 and tuple(u["key"]) in base]
-            if len(pairs) >= 2 and all(_rate(u) < CUT * _rate(b) for u, b in pairs):
+            if len(pairs) >= 2 and all(_unit_gain(u, b, self.sc.metric.kind) < CUT
+                                       for u, b in pairs):
                 self.cut.add(name)
                 return True
         return False
@@ -246,6 +247,19 @@ def _sum_usage(outputs: list) -> dict:
 
 def _rate(u: dict, what: str = "tokens") -> float:
     return u[what] / u["time_s"] if u["time_s"] > 0 else 0.0
+
+
+def _unit_gain(u: dict, base: dict, metric: str) -> float:
+    """One request's gain over the baseline's on the metric (its tokens/s for the rate kinds,
+    its chunks' p50 latency for a chunk kind); 1 when the baseline's is not measured, 0 when
+    only the arm's is missing."""
+    if metric in metrics.CHUNK_KINDS:
+        a, b = (metrics.percentile(x.get("chunk_ttfts", []), 50) for x in (u, base))
+    else:
+        a, b = _rate(u), _rate(base)
+    if not b:
+        return 1.0
+    return metrics.gain(a, b, metric) if a else 0.0
 
 
 # -- statistics -------------------------------------------------------------------------------
