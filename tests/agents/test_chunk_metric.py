@@ -5,7 +5,6 @@ outputs it cannot measure, and the evaluator catches latencies shaved off the re
 from __future__ import annotations
 
 import math
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -128,25 +127,33 @@ def test_claimed_latencies_must_fall_in_a_step_that_returned_tokens():
     assert claim_findings(req, honest, added, [], "w")  # latencies, yet no token at all
 
 
-class _FakeStreamStack:
-    """Chunks of `chunk_seconds`; each step takes `step_s` and gives a first token to every
-    chunk due before it started. `shave` scales the latencies it reports."""
+class _VirtualClock:
+    def __init__(self) -> None:
+        self.now = 0.0
 
-    def __init__(self, step_s: float, shave: float = 1.0) -> None:
-        self.step_s, self.shave, self.streams = step_s, shave, {}
+    def __call__(self) -> float:
+        return self.now
+
+
+class _FakeStreamStack:
+    """Chunks of `chunk_seconds` on a virtual clock; each step takes `step_s` and gives a first
+    token to every chunk due before it started. `shave` scales the latencies it reports."""
+
+    def __init__(self, clock: _VirtualClock, step_s: float, shave: float = 1.0) -> None:
+        self.clock, self.step_s, self.shave, self.streams = clock, step_s, shave, {}
 
     def activate(self):
         pass
 
     def add(self, request, request_id):
         n = math.ceil(request["audio_seconds"] / request["chunk_seconds"])
-        self.streams[request_id] = {"start": time.monotonic(), "c": request["chunk_seconds"],
+        self.streams[request_id] = {"start": self.clock(), "c": request["chunk_seconds"],
                                     "n": n, "done": 0, "lat": [], "a": request["audio_seconds"]}
 
     def step(self):
-        t0 = time.monotonic()
-        time.sleep(self.step_s)
-        now, events = time.monotonic(), []
+        t0 = self.clock()
+        self.clock.now += self.step_s
+        now, events = self.clock(), []
         for rid, s in list(self.streams.items()):
             due = [k for k in range(s["done"], s["n"]) if s["start"] + k * s["c"] <= t0]
             for k in due:
@@ -161,11 +168,16 @@ class _FakeStreamStack:
         return events
 
 
-@pytest.mark.parametrize("shave, caught", [(1.0, False), (0.0, True)])
-def test_the_benchmark_flags_a_stack_that_shaves_its_chunk_latencies(shave, caught):
+@pytest.mark.parametrize("shave, caught", [(1.0, False), (0.1, True), (0.0, True)])
+def test_the_benchmark_flags_a_stack_that_shaves_its_chunk_latencies(shave, caught,
+                                                                     monkeypatch):
+    import vibekit_agents.tasks.bench as bench
+
+    clock = _VirtualClock()
+    monkeypatch.setattr(bench, "clock", clock)
     sc = SimpleNamespace(workload=SimpleNamespace(concurrency=(2,)))
     requests = [{"chunk_seconds": 0.06, "audio_seconds": 0.24}] * 2
-    run = _Run(sc, {"arm": _FakeStreamStack(0.025, shave)}, requests, 0, "arm")
+    run = _Run(sc, {"arm": _FakeStreamStack(clock, 0.025, shave)}, requests, 0, "arm")
     rec, outputs = run.level("arm", requests, 2)
     assert all(len(o["chunk_ttft_s"]) == 4 for o in outputs)
     assert bool(run.findings["arm"]) == caught, run.findings
