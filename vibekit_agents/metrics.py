@@ -23,8 +23,9 @@ first token, in chunk order, measured on the stack's clock from the chunk's due 
 `audio_seconds`. The harness cannot see which audio a hypothesis covers, so it checks what it
 can: the judge, that every output carries well-formed numbers (`output_problems`); the
 evaluator, that every claimed first-token time falls inside one of the harness-timed `step()`
-calls that returned new tokens for that request (`claim_findings`). A latency shaved off the
-real one lands outside those calls and is an integrity finding.
+calls that returned new tokens for that request (`claim_findings`). A latency shaved below the
+step that produced the token lands outside those calls and is an integrity finding; one that
+stays inside that step, or a token claimed to cover audio it does not, is not visible to it.
 """
 
 from __future__ import annotations
