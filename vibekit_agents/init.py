@@ -34,8 +34,9 @@ seed = 0
 max_tokens = 32             # any other key is passed to workload.make_requests
 
 [metric]
-kind = "throughput_tok_s"   # or "median_tok_s" (per request, at concurrency 1), "requests_per_s"
-higher_is_better = true
+kind = "throughput_tok_s"   # or "median_tok_s" (per request, at concurrency 1), "requests_per_s",
+                            # "chunk_ttft_p50_s" (streamed input; vibekit_agents/metrics.py)
+higher_is_better = true     # must match the kind (false for chunk_ttft_p50_s)
 report = ["p50_latency_s", "p99_latency_s"]
 min_improvement = 0.05      # a change must win by this much (outside the noise) to be kept
 

@@ -166,9 +166,9 @@ class Synthesizer:
         metric = ev["arms"]["start"][ctx.scenario.metric.kind]
         entry = self._entry(0, "start plan", {}, ACCEPTED, "the plan the search starts from",
                             metric, 1.0, 1.0, verdict, ev)
-        self._finish_round(rd, entry, accepted=True, message=f"round 0: start plan "
-                           f"({ctx.scenario.metric.label} {metric:.1f})")
-        ctx.say(f"round 0  start plan: judge passed, {ctx.scenario.metric.label} {metric:.1f}; "
+        shown = f"{ctx.scenario.metric.label} {ctx.scenario.metric.format(metric)}"
+        self._finish_round(rd, entry, accepted=True, message=f"round 0: start plan ({shown})")
+        ctx.say(f"round 0  start plan: judge passed, {shown}; "
                 f"step bound by {ev['hints']['bound']}")
 
     def run_round(self, n: int) -> bool:
@@ -221,16 +221,18 @@ class Synthesizer:
         self.round_times.append(time.monotonic() - t0)
         shown = f"x{ratio:.2f} vs best" if ratio else summarize(verdict)[:120]
         ctx.say(f"round {n}  {cand.change}: {outcome.upper() if accepted else outcome} "
-                f"({shown}" + (f", metric {metric:.1f}, speedup x{speedup:.2f}" if metric and
-                               speedup else "") + f") [{self.round_times[-1]:.0f} s]")
+                f"({shown}" + (f", {sc.metric.label} {sc.metric.format(metric)}, speedup "
+                               f"x{speedup:.2f}" if metric and speedup else "")
+                + f") [{self.round_times[-1]:.0f} s]")
         return True
 
     def _entry(self, n: int, change: str, changes: dict, outcome: str, reason: str,
                metric: float | None, ratio: float | None, speedup: float | None,
                verdict: dict, ev: dict | None) -> dict[str, Any]:
         entry = {"round": n, "change": change, "changes": changes, "outcome": outcome,
-                 "reason": reason, "metric": metric, "ratio": ratio, "speedup": speedup,
-                 "judge": summarize(verdict)}
+                 "reason": reason, "metric": metric,
+                 "metric_text": self.ctx.scenario.metric.format(metric), "ratio": ratio,
+                 "speedup": speedup, "judge": summarize(verdict)}
         if ev and ev.get("hints"):
             entry["evaluator"] = f"bound: {ev['hints']['bound']}; " + "; ".join(
                 ev["hints"]["notes"])

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from vibekit_agents.context import RunContext
+from vibekit_agents.metrics import format_number
 from vibekit_agents.plan import Plan
 from vibekit_agents.workspace import ACCEPTED
 
@@ -35,11 +36,12 @@ def _num(x: Any, fmt: str = "{:.1f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
-def iteration_table(memory: list[dict[str, Any]], metric_label: str) -> str:
+def iteration_table(memory: list[dict[str, Any]], metric_label: str,
+                    fmt: Any = _num) -> str:
     rows = [f"| round | change | verdict | {metric_label} | vs best | speedup over start |",
             "|---:|---|---|---:|---:|---:|"]
     for e in memory:
-        rows.append(f"| {e['round']} | {e['change']} | {_verdict(e)} | {_num(e.get('metric'))} "
+        rows.append(f"| {e['round']} | {e['change']} | {_verdict(e)} | {fmt(e.get('metric'))} "
                     f"| {_ratio(e)} | {_num(e.get('speedup'), 'x{:.2f}')} |")
     return "\n".join(rows)
 
@@ -105,7 +107,7 @@ def write_outputs(ctx: RunContext, best: Plan, start: Plan, final: dict | None, 
     if best.extension:
         (out / "extensions").mkdir(exist_ok=True)
         shutil.copy(ws.root / best.extension, out / "extensions" / Path(best.extension).name)
-    label = sc.metric.label
+    label, fmt = sc.metric.label, sc.metric.format
     (out / "progress.svg").write_text(progress_svg(memory, f"{sc.name}: {label}, speedup "
                                                              f"over the start plan"))
     chained = next((e.get("speedup") for e in reversed(memory) if e["outcome"] == ACCEPTED), 1.0)
@@ -122,11 +124,11 @@ def write_outputs(ctx: RunContext, best: Plan, start: Plan, final: dict | None, 
             f"The start plan, the plan after every accepted step and the best plan, measured "
             f"side by side in one run after the search ({final.get('passes')} passes, "
             f"interleaved; load average {min(loads, default=0):.1f}-{max(loads, default=0):.1f}"
-            f" on {ctx.facts.get('cpu.count')} cores): {label} {f_start[sc.metric.kind]:.1f} "
-            f"-> {f_best[sc.metric.kind]:.1f}, **{speedup_text}** ({_coverage(comp['best'])} "
+            f" on {ctx.facts.get('cpu.count')} cores): {label} {fmt(f_start[sc.metric.kind])} "
+            f"-> {fmt(f_best[sc.metric.kind])}, **{speedup_text}** ({_coverage(comp['best'])} "
             f"interval of the paired ratio, {comp['best'].get('samples')} paired samples; the "
             f"accepted rounds' own ratios multiplied to x{chained:.2f}).", "",
-            final_table(final, start, label, sc.metric.kind), ""]
+            final_table(final, start, label, sc.metric.kind, fmt), ""]
         from vibekit_agents.loop import generic_only
 
         arm = final.get("generic_arm")
@@ -140,8 +142,8 @@ def write_outputs(ctx: RunContext, best: Plan, start: Plan, final: dict | None, 
             f"x{g:.2f} (the `{arm}` arm: the start with only the best plan's generic knobs); "
             f"gain from vibekit's primitives on top of them: x{f_ratio / g:.2f}.", ""]
         for k in sc.metric.report:
-            result_lines.append(f"- {k}: start {f_start.get(k, 0):.3f}, best "
-                                f"{f_best.get(k, 0):.3f}")
+            result_lines.append(f"- start {format_number(k, f_start.get(k))}, best "
+                                f"{format_number(k, f_best.get(k))}")
         hints = final.get("hints", {})
     else:
         f_ratio = None if final else 1.0
@@ -168,18 +170,22 @@ def write_outputs(ctx: RunContext, best: Plan, start: Plan, final: dict | None, 
         f"{json.dumps(sc.workload.params)}"
         + (f", mode used: {ctx.facts['workload_mode']}" if ctx.facts.get("workload_mode")
            else ""),
-        f"- metric: {label} (higher is better: {sc.metric.higher_is_better}); a change is kept "
-        f"when it wins by {sc.metric.min_improvement:.0%}",
+        f"- metric: {label} ({sc.metric.direction}); a change is kept when it wins by "
+        f"{sc.metric.min_improvement:.0%}"
+        + ("" if sc.metric.higher_is_better else " (every ratio below is a gain: the start's or "
+           "the best's value over the candidate's, so > 1 is better)"),
         f"- checker: {sc.checker.kind} {json.dumps(sc.checker.thresholds)}",
         f"- policy: {ctx.policy_name}; {len(memory) - 1} search rounds; "
         f"stopped: {_stop_text(stop)}; wall time {ctx.elapsed():.0f} s of this invocation",
-        f"- start plan metric: {_num(start_metric)}", "",
+        f"- start plan metric: {fmt(start_metric)}"
+        + "".join(f"; {format_number(k, v)}" for k, v in
+                  ((memory[0].get("report") or {}) if memory else {}).items()), "",
         "## Result", "", *result_lines, "",
         "## Iterations", "",
         "Each round's metric and ratio come from the candidate measured side by side with the "
         "best plan of that moment (the search's own measurements; the Result above is the one "
         "final run); speedup over the start multiplies the accepted ratios.", "",
-        iteration_table(memory, label), "",
+        iteration_table(memory, label, fmt), "",
         "![speedup per round](progress.svg)", "",
         "## The best plan", "",
         "Changed from the start plan: " + (", ".join(f"`{k}` {a!r} -> {b!r}"
@@ -222,7 +228,8 @@ def _interval(c: dict[str, Any]) -> str:
     return f"[{iv[0]:.2f}, {iv[1]:.2f}]" if iv else "[no interval]"
 
 
-def final_table(final: dict[str, Any], start: Plan, label: str, kind: str) -> str:
+def final_table(final: dict[str, Any], start: Plan, label: str, kind: str,
+                fmt: Any = "{:.1f}".format) -> str:
     """One row per arm of the final run: what it changes from the start, its metric, its
     ratio over the start with the interval."""
     rows = [f"| arm | changes from the start | {label} | vs start (interval) | samples |",
@@ -233,7 +240,7 @@ def final_table(final: dict[str, Any], start: Plan, label: str, kind: str) -> st
         shown = ", ".join(f"`{k}` {b!r}" for k, (_, b) in diff.items()) or "-"
         c = final["comparison"].get(arm)
         vs = "x1.00" if c is None else f"x{c['ratio']:.2f} {_interval(c)}"
-        rows.append(f"| {arm} | {shown} | {m[kind]:.1f} | {vs} | "
+        rows.append(f"| {arm} | {shown} | {fmt(m[kind])} | {vs} | "
                     f"{'-' if c is None else c.get('samples', 0)} |")
     return "\n".join(rows)
 

@@ -23,9 +23,12 @@ load levels, the metric and the checker. Layout of scenario.toml::
                                            # workload.make_requests(seed, n, **params)
 
     [metric]
-    kind = "median_tok_s"                  # or "throughput_tok_s", "requests_per_s" (or
-                                           # name = "images_per_s" and other aliases)
-    higher_is_better = true
+    kind = "median_tok_s"                  # or "throughput_tok_s", "requests_per_s",
+                                           # "chunk_ttft_p50_s" (or name = "images_per_s",
+                                           # "ttft_per_chunk" and other aliases; the kinds
+                                           # and the per-chunk protocol: vibekit_agents.metrics)
+    higher_is_better = true                # optional: the kind's own direction; a value
+                                           # that contradicts it is an error
     report = ["p99_latency_s"]             # extra numbers shown in the report
     min_improvement = 0.03                 # a change must win by this fraction to be kept
 
@@ -64,15 +67,19 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from vibekit_agents.metrics import KINDS
+
 __all__ = ["Scenario", "ScenarioError", "dump_toml", "list_scenarios", "load_scenario",
            "scenario_roots", "write_quick_variant"]
 
-METRIC_KINDS = ("median_tok_s", "throughput_tok_s", "requests_per_s")
+METRIC_KINDS = tuple(KINDS)
 METRIC_ALIASES = {**{k: k for k in METRIC_KINDS}, "images_per_s": "requests_per_s",
                   "aggregate_tok_s": "throughput_tok_s", "tok_s": "throughput_tok_s",
-                  "throughput": "throughput_tok_s"}
+                  "throughput": "throughput_tok_s", "ttft_per_chunk": "chunk_ttft_p50_s",
+                  "chunk_ttft_s": "chunk_ttft_p50_s"}
 REPORT_NUMBERS = ("p50_latency_s", "p99_latency_s", "p50_ttft_s", "p99_ttft_s",
-                  "throughput_tok_s", "median_tok_s", "requests_per_s")
+                  "throughput_tok_s", "median_tok_s", "requests_per_s", "chunk_ttft_p50_s",
+                  "chunk_ttft_p99_s", "audio_s_per_s")
 REQUIRED_FILES = ("workload.py", "reference.py", "checker.py")
 _SECTIONS = {"name", "description", "model", "workload", "metric", "checker", "search", "start",
              "quick"}
@@ -110,9 +117,15 @@ class MetricSpec:
 
     @property
     def label(self) -> str:
-        return {"median_tok_s": "median tok/s per request",
-                "throughput_tok_s": "throughput tok/s",
-                "requests_per_s": "requests/s"}[self.kind]
+        return KINDS[self.kind].label
+
+    @property
+    def direction(self) -> str:
+        return "higher is better" if self.higher_is_better else "lower is better"
+
+    def format(self, value: float | None) -> str:
+        """The metric's value with its unit ("65.3 ms" for a latency kind)."""
+        return KINDS[self.kind].format(value)
 
 
 @dataclass(frozen=True)
@@ -339,9 +352,15 @@ def _metric(v: _Validator, t: dict) -> MetricSpec:
     bad = [r for r in report if r not in REPORT_NUMBERS]
     if bad:
         v.fail(f"[metric] report has unknown numbers {bad}; allowed: {', '.join(REPORT_NUMBERS)}")
+    direction = KINDS[kind].higher_is_better
+    declared = v.get(t, "metric", "higher_is_better", bool, direction)
+    if declared != direction:
+        v.fail(f"[metric] higher_is_better = {str(declared).lower()} contradicts kind {kind!r} "
+               f"({'higher' if direction else 'lower'} is better); drop the key or set it to "
+               f"{str(direction).lower()}")
     return MetricSpec(
         kind=kind,
-        higher_is_better=v.get(t, "metric", "higher_is_better", bool, True),
+        higher_is_better=direction,
         report=tuple(report),
         min_improvement=float(v.get(t, "metric", "min_improvement", (float, int), 0.03,
                                     check=lambda x: 0 <= x < 1, allowed="a number in [0, 1)")),

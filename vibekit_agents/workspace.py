@@ -165,6 +165,8 @@ class Workspace:
             "whose measurement could not separate it from noise is retried later; one that "
             "is not beneficial for this workload, fails the checker, crashes, times out or "
             "cheats is not retried.", "",
+            "Ratios are gains (> 1 better; for a lower-is-better metric such as a latency, the "
+            "best's value over the candidate's).", "",
             "| round | change | outcome | metric | vs best | speedup over start |",
             "|---|---|---|---|---|---|",
         ]
@@ -174,7 +176,8 @@ class Workspace:
             if e.get("ratio") is None and e.get("screen_ratio") is not None:
                 ratio = _fmt(e["screen_ratio"], "x") + " (screen)"
             lines.append(f"| {e['round']} | {e['change']} | {e['outcome']} | "
-                         f"{_fmt(e.get('metric'))} | {ratio} | {_fmt(e.get('speedup'), 'x')} |")
+                         f"{e.get('metric_text') or _fmt(e.get('metric'))} | {ratio} | "
+                         f"{_fmt(e.get('speedup'), 'x')} |")
         for e in entries:
             lines += ["", f"## Round {e['round']}: {e['change']}", f"- outcome: **{e['outcome']}**"
                       + (f" - {e['reason']}" if e.get("reason") else "")]

@@ -14,6 +14,10 @@ Knobs (plan section [stack], the streaming-asr skill):
     min_encode_seconds  new audio a stream buffers before it is encoded and re-decoded (0: every
                         chunk; larger: fewer re-decodes, later first tokens)
     page_size           KV page size of both pools
+    max_num_batched_frames  new 5 ms frames encoded per step over all streams, oldest stream
+                        first (0: no limit); the encoder's batch limit
+Threads come from the plan's [runtime] num_threads (the cpu-threads skill). None of these
+changes a transcript.
 """
 
 from __future__ import annotations
@@ -44,9 +48,11 @@ class ASRStack:
             "dummy:moonshine-streaming-micro"
         self.threads = plan.num_threads or torch.get_num_threads()
         self.min_encode = float(plan.get("stack.min_encode_seconds", 0.0) or 0.0)
+        frames = int(plan.get("stack.max_num_batched_frames", 0) or 0)
         self.engine = SpeechEngine.from_pretrained(
             source, max_num_seqs=int(plan.get("stack.max_num_seqs", 64)),
-            page_size=int(plan.get("stack.page_size", 16)), max_tokens=64)
+            page_size=int(plan.get("stack.page_size", 16)), max_tokens=64,
+            max_num_batched_frames=frames or None)
         self.workload = scenario.module("workload") if scenario is not None else None
         self.feeds: dict[str, _Feed] = {}
 

@@ -11,6 +11,7 @@ import json
 import pytest
 
 from vibekit_agents.cli import main
+from vibekit_agents.metrics import format_number
 from vibekit_agents.scenario import load_scenario, write_quick_variant
 
 from .conftest import REPO
@@ -28,6 +29,11 @@ def _synthesize(name, tmp_path):
               (out / "workspace" / "memory.jsonl").read_text().splitlines()]
     assert memory[0]["round"] == 0 and memory[0]["outcome"] == "accepted"
     assert len(memory) == 2, "the quick run must reach a search round"
+    # the report shows the scenario's metric, with its unit, and every number it asks for
+    sc, report = load_scenario(REPO / "scenarios" / name), (out / "report.md").read_text()
+    assert f"| {sc.metric.label} |" in report and sc.metric.format(memory[0]["metric"]) in report
+    for k in sc.metric.report:
+        assert format_number(k, memory[0]["report"][k]) in report, k
     return out, memory
 
 

@@ -77,7 +77,11 @@ class SpeechEngine:
                  num_pages: int | None = None, num_cross_pages: int | None = None,
                  idle_timeout_s: float = 30.0, attention_backend: str = "auto",
                  linear_backend: str = "auto", num_threads: int | None = None,
+                 max_num_batched_frames: int | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        if max_num_batched_frames is not None and max_num_batched_frames < 1:
+            raise ValueError(f"max_num_batched_frames must be >= 1 (or None: no limit), got "
+                             f"{max_num_batched_frames}")
         if num_threads is not None:
             torch.set_num_threads(num_threads)
         # Prepacked projections for the CPU kernel where it builds (else nn.Linear); once.
@@ -89,6 +93,8 @@ class SpeechEngine:
         self.sample_rate = c.sample_rate
         self.frame_len = c.frame_len
         self.max_num_seqs = max_num_seqs
+        # NOTE: the encoder is exact for any split of the audio, so a budget only delays frames
+        self.max_num_batched_frames = max_num_batched_frames
         self.max_tokens = max_tokens
         self.idle_timeout_s = idle_timeout_s
         self.attention_backend = attention_backend
@@ -117,7 +123,8 @@ class SpeechEngine:
         weights, `seed`; presets in vibekit.models.speech_dummy). Options: page_size,
         max_num_seqs, max_tokens (per hypothesis), max_audio_seconds, num_pages,
         num_cross_pages, idle_timeout_s, attention_backend, linear_backend ("auto": the
-        prepacked CPU kernel where it builds; "torch"), num_threads."""
+        prepacked CPU kernel where it builds; "torch"), num_threads, max_num_batched_frames
+        (new 5 ms frames encoded per step over all streams, oldest stream first; None: all)."""
         from vibekit.models.loader import load_model
         from vibekit.models.registry import build_model, config_from_hf
         from vibekit.models.speech_dummy import SPEECH_DUMMY_PRESETS, speech_dummy_hf_model
@@ -255,24 +262,32 @@ class SpeechEngine:
     def _encode(self, streams: list[_Stream]) -> None:
         """Run the encoder over the new whole frames of these streams (one batch) and write
         the cross K/V of the outputs that became final."""
-        batch, samples = [], []
-        for s in streams:
-            usable = s.num_pending // self.frame_len * self.frame_len
+        batch, samples, final = [], [], []
+        budget = self.max_num_batched_frames
+        for s in sorted(streams, key=lambda s: s.req.arrival_index):
+            num_frames = s.num_pending // self.frame_len
+            if budget is not None:
+                num_frames = min(num_frames, budget)
+            usable = num_frames * self.frame_len
+            if usable == 0 and s.num_pending:
+                continue  # the step's frame budget is spent: this stream waits
             bound = self._output_bound(s.encoder_state.num_samples + usable)
             if not self.cache.can_append_encoder(s.req, bound - self._num_outputs(s)):
                 continue  # cross pages are full: this stream's audio waits for a later step
             x = torch.cat(s.pending) if s.pending else torch.zeros(0)
             s.pending = [x[usable:]] if x.numel() > usable else []
             s.num_pending -= usable
+            if budget is not None:
+                budget -= num_frames
             batch.append(s)
             samples.append(x[:usable].to(self.device, self.dtype))
+            final.append(s.ended and s.num_pending == 0)
         if not batch:
             return
-        outs = self.model.encoder.step_many([s.encoder_state for s in batch], samples,
-                                            [s.ended for s in batch])
+        outs = self.model.encoder.step_many([s.encoder_state for s in batch], samples, final)
         frames, positions, slots = [], [], []
-        for s, out in zip(batch, outs):
-            s.flushed = s.ended
+        for s, out, last in zip(batch, outs, final):
+            s.flushed = last
             if out.shape[0]:
                 start = self._num_outputs(s)
                 slots.append(self.cache.append_encoder(s.req, out.shape[0]))

@@ -121,7 +121,8 @@ class ClaudePolicy:
                                   if p.is_dir())) if (ws.root / "skills").is_dir() else "-"
         said = self._run("planner", round_dir, (
             f"Round {round_no} of scenario {sc.name}: {sc.description.strip()}\nMetric: "
-            f"{sc.metric.label}. Workload facts: {json.dumps(self._facts())}.\nThe best plan "
+            f"{sc.metric.label} ({sc.metric.direction}; every ratio the harness reports is a "
+            f"gain, > 1 better). Workload facts: {json.dumps(self._facts())}.\nThe best plan "
             f"is plan.toml; its profile and the evaluator's hints: {hints}. Skills: {skills}.\n"
             f"Read what you need (MEMORY.md, BACKLOG.md first), then call submit_proposal."),
             writable=[f"{rd}/proposal.json", f"{rd}/proposal.md", "BACKLOG.md"])
@@ -192,7 +193,7 @@ class ClaudePolicy:
         return verdict
 
     def review_evaluation(self, round_no: int, round_dir: Path, evaluation: dict) -> None:
-        summary = {k: evaluation.get(k) for k in ("metric", "arms", "ratios")}
+        summary = {k: evaluation.get(k) for k in ("metric", "ratio_is", "arms", "ratios")}
         static = [
             {"name": "run_benchmark", "description": "Side-by-side metrics of the candidate and "
              "the best plan.", "result": json.loads(json.dumps(summary, default=str))},

@@ -29,7 +29,7 @@ class Evaluator:
         return run_task(f"vibekit_agents.tasks.bench:{func}",
                         dict(workspace=str(ctx.workspace.root), scenario_dir=str(sc.root),
                              requests=requests, min_improvement=sc.metric.min_improvement,
-                             higher_is_better=sc.metric.higher_is_better, **args),
+                             **args),
                         timeout_s=timeout_s, memory_limit_mb=sc.checker.memory_limit_mb,
                         protected=ctx.protected_dirs(), log_path=ctx.logs_dir / log,
                         cwd=str(ctx.workspace.root), restrict_writes=True)
@@ -156,6 +156,10 @@ def make_hints(result: dict[str, Any], arm: str, facts: dict[str, Any],
         if prof["load_average"] > prof["cpu_count"] and prof["threads"] > 1:
             add("runtime.num_threads", 4, f"load average {prof['load_average']:.1f} > "
                 f"{prof['cpu_count']} cores: threads wait at barriers for descheduled peers")
+    if metrics.get("num_chunks"):
+        notes.append(f"TTFT per chunk p50 {metrics['chunk_ttft_p50_s'] * 1e3:.1f} ms, p99 "
+                     f"{metrics['chunk_ttft_p99_s'] * 1e3:.1f} ms over {metrics['num_chunks']} "
+                     f"chunks; {metrics['audio_s_per_s']:.2f} audio s per wall s")
     acc = metrics.get("acceptance_rate")
     if acc is not None:
         notes.append(f"prediction acceptance rate {acc:.0%}")

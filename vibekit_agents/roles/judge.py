@@ -7,7 +7,9 @@ the scenario, the requests, and the references it keeps outside the workspace. S
   2. the candidate generates the scenario's outputs in a sandboxed process with a time and
      memory limit; an audit hook refuses reads of the references; the model forward is counted;
      a repeated and a streamed request are checked (tasks/candidate.py)
-  3. the scenario checker compares outputs with the references in another sandboxed process
+  3. the outputs must carry what the scenario's metric measures (per-chunk latencies for a
+     chunk-latency metric), else the candidate is an implementation bug: it cannot be measured
+  4. the scenario checker compares outputs with the references in another sandboxed process
      that never imports candidate code (tasks/candidate.py:run_checker)
 
 The verdict (judge.json) is written by this code alone; no implementer conversation reaches it.
@@ -80,6 +82,10 @@ class Judge:
         if value.get("findings"):
             return self._write(round_dir, verdict, CHEATING,
                                [f"runtime: {f}" for f in value["findings"]])
+        if value.get("metric_problems"):
+            return self._write(round_dir, verdict, IMPLEMENTATION_BUG,
+                               [f"the outputs cannot be measured as {sc.metric.label}: {p}"
+                                for p in value["metric_problems"]])
 
         check = run_task(
             "vibekit_agents.tasks.candidate:run_checker",

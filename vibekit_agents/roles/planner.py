@@ -235,6 +235,7 @@ def decide(verdict: dict[str, Any], evaluation: dict[str, Any] | None, candidate
            min_improvement: float, higher_is_better: bool) -> tuple[str, str, float | None]:
     """(outcome, reason, ratio over the best) - mechanical, the same for every policy.
 
+    The ratio is a gain (> 1 better) for every metric direction (tasks/bench.py).
     Accepted only when the interval of the ratio lies above 1 and its point clears
     1 + min_improvement; not beneficial when the interval lies below the threshold;
     otherwise inconclusive (noise), which the planner retries later."""
@@ -255,6 +256,8 @@ def decide(verdict: dict[str, Any], evaluation: dict[str, Any] | None, candidate
     c = evaluation["comparison"][candidate]
     ratio = c["ratio"]
     need = f"needs an interval above x1.00 and a point of at least x{1 + min_improvement:.2f}"
+    if not higher_is_better:
+        need += "; a gain: the best's value over the candidate's, as lower is better"
     shown = f"{_ci(c)} over the best ({need}; {c.get('samples', 0)} paired samples)"
     if c["decision"] == "better":
         return ACCEPTED, shown, ratio

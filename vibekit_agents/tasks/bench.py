@@ -16,7 +16,11 @@ screen    successive halving at the scenario's real load levels: all arms run a 
 Samples: for median_tok_s one per (pass, request) at concurrency 1, and the statistic is the
 median paired ratio with a distribution-free order-statistic interval; for throughput_tok_s
 and requests_per_s one per (pass, level), the ratio of totals, with a t interval on the mean
-log ratio. The load average (os.getloadavg) is recorded with every sample.
+log ratio; for chunk_ttft_p50_s one per (pass, level), the ratio of the p50s of the level's
+chunk latencies (the p50 of the pooled latencies for the point), with the same t interval.
+Every ratio is a gain over the baseline (> 1 better; baseline / arm for a lower-is-better
+kind, vibekit_agents.metrics), so the thresholds and the ranking are the same for every kind.
+The load average (os.getloadavg) is recorded with every sample.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import os
 import statistics
 from typing import Any
 
+from vibekit_agents import metrics
 from vibekit_agents.audit import clock, new_request_id, usage_findings
 from vibekit_agents.plan import Plan
 from vibekit_agents.scenario import load_scenario
@@ -35,6 +40,8 @@ CUT = 0.25  # an arm this much slower than the baseline on every request so far 
 MIN_COVERAGE = 0.9  # an interval must cover at least this to decide (median: >= 5 samples)
 MIN_SAMPLES = 3
 BETTER, NOT_BETTER, UNDECIDED = "better", "not better", "undecided"
+_RATIO_IS = ("the gain over the baseline: > 1 is better (baseline / arm for a lower-is-better "
+             "metric)")
 
 
 def _load() -> float:
@@ -82,16 +89,25 @@ class _Run:
         rid = new_request_id()
         t0 = clock()
         stack.add(request, rid)
+        added = (t0, clock())
+        windows: list[tuple[float, float]] = []
         ttft = None
         while True:
-            for ev in stack.step():
+            s0 = clock()
+            events = stack.step()
+            s1 = clock()
+            for ev in events:
                 if ev.request_id != rid:
                     continue
+                if ev.num_new_tokens or ev.finished:
+                    windows.append((s0, s1))
                 if ttft is None and ev.num_new_tokens:
                     ttft = clock() - t0
                 if ev.finished:
                     lat = clock() - t0
                     self._check(name, snap, [ev.output], "a timed request")
+                    self.findings[name] += metrics.claim_findings(
+                        request, ev.output, added, windows, "a timed request")
                     return {"latency_s": lat, "ttft_s": ttft or lat}, ev.output
             if deadline_s is not None and clock() - t0 > deadline_s:
                 stack.abort(rid)
@@ -105,20 +121,31 @@ class _Run:
         snap = audit.snapshot() if audit else None
         pending = list(enumerate(requests))
         started: dict[str, tuple[int, float]] = {}
+        added: dict[str, tuple[float, float]] = {}
+        windows: dict[str, list[tuple[float, float]]] = {}
         first: dict[str, float] = {}
         outputs: list[Any] = [None] * len(requests)
         lat, ttft = [], []
+        claims: list[str] = []
+        where = f"a timed level at concurrency {c}"
         t0 = clock()
         while pending or started:
             while pending and len(started) < c:
                 i, req = pending.pop(0)
                 rid = new_request_id()
+                a0 = clock()
                 stack.add(req, rid)
                 started[rid] = (i, clock())
-            for ev in stack.step():
+                added[rid], windows[rid] = (a0, started[rid][1]), []
+            s0 = clock()
+            events = stack.step()
+            s1 = clock()
+            for ev in events:
                 if ev.request_id not in started:
                     continue
                 now = clock()
+                if ev.num_new_tokens or ev.finished:
+                    windows[ev.request_id].append((s0, s1))
                 if ev.num_new_tokens and ev.request_id not in first:
                     first[ev.request_id] = now
                 if ev.finished:
@@ -126,8 +153,13 @@ class _Run:
                     outputs[i] = ev.output
                     lat.append(now - ts)
                     ttft.append(first.get(ev.request_id, now) - ts)
+                    claims += metrics.claim_findings(requests[i], ev.output,
+                                                     added[ev.request_id],
+                                                     windows.pop(ev.request_id),
+                                                     f"{where}, request {i}")
         wall = clock() - t0
-        self._check(name, snap, outputs, f"a timed level at concurrency {c}")
+        self._check(name, snap, outputs, where)
+        self.findings[name] += claims
         return {"wall_s": wall, "latencies": lat, "ttfts": ttft}, outputs
 
     def run_pass(self, names: list[str], num_c1: int | None = None,
@@ -159,6 +191,8 @@ class _Run:
                             "key": [p, c, i], "level": c, "time_s": rec["latency_s"],
                             "tokens": _count(out), "requests": 1, "latencies": [rec["latency_s"]],
                             "ttfts": [rec["ttft_s"]], "load": _load(),
+                            "chunk_ttfts": metrics.chunk_latencies(out),
+                            "audio_s": metrics.audio_seconds(out),
                             "usage": (out or {}).get("usage", {}) if isinstance(out, dict)
                             else {}})
                     if i >= 1 and self._hopeless(names):
@@ -179,6 +213,8 @@ class _Run:
                         "key": [p, c, None], "level": c, "time_s": rec["wall_s"],
                         "tokens": sum(_count(o) for o in outs_l), "requests": len(outs_l),
                         "latencies": rec["latencies"], "ttfts": rec["ttfts"], "load": _load(),
+                        "chunk_ttfts": [x for o in outs_l for x in metrics.chunk_latencies(o)],
+                        "audio_s": sum(metrics.audio_seconds(o) for o in outs_l),
                         "usage": _sum_usage(outs_l)})
                     self.timed[name].append({
                         "label": f"pass {p + 1}, concurrency {c}",
@@ -194,7 +230,8 @@ class _Run:
                 continue
             pairs = [(u, base[tuple(u["key"])]) for u in self.units[name]
                      if u["level"] == 1 and tuple(u["key"]) in base]
-            if len(pairs) >= 2 and all(_rate(u) < CUT * _rate(b) for u, b in pairs):
+            if len(pairs) >= 2 and all(_unit_gain(u, b, self.sc.metric.kind) < CUT
+                                       for u, b in pairs):
                 self.cut.add(name)
                 return True
         return False
@@ -212,11 +249,24 @@ def _rate(u: dict, what: str = "tokens") -> float:
     return u[what] / u["time_s"] if u["time_s"] > 0 else 0.0
 
 
+def _unit_gain(u: dict, base: dict, metric: str) -> float:
+    """One request's gain over the baseline's on the metric (its tokens/s for the rate kinds,
+    its chunks' p50 latency for a chunk kind); 1 when the baseline's is not measured, 0 when
+    only the arm's is missing."""
+    if metric in metrics.CHUNK_KINDS:
+        a, b = (metrics.percentile(x.get("chunk_ttfts", []), 50) for x in (u, base))
+    else:
+        a, b = _rate(u), _rate(base)
+    if not b:
+        return 1.0
+    return metrics.gain(a, b, metric) if a else 0.0
+
+
 # -- statistics -------------------------------------------------------------------------------
 
 
 def paired_logs(a: list[dict], b: list[dict], metric: str) -> list[float]:
-    """Paired log ratios of arm a over arm b, one per sample (see the module docstring)."""
+    """Paired log gains of arm a over arm b, one per sample (see the module docstring)."""
     if metric == "median_tok_s":
         base = {tuple(u["key"]): u for u in b if u["level"] == 1}
         out = []
@@ -225,42 +275,56 @@ def paired_logs(a: list[dict], b: list[dict], metric: str) -> list[float]:
             if v is not None and _rate(u) > 0 and _rate(v) > 0:
                 out.append(math.log(_rate(u) / _rate(v)))
         return out
-    what = "requests" if metric == "requests_per_s" else "tokens"
     groups_a, groups_b = _by_pass_level(a), _by_pass_level(b)
     out = []
-    for key, (ta, na) in groups_a.items():
+    for key, ga in groups_a.items():
         if key in groups_b:
-            tb, nb = groups_b[key]
-            ra, rb = na[what] / ta if ta else 0, nb[what] / tb if tb else 0
-            if ra > 0 and rb > 0:
-                out.append(math.log(ra / rb))
+            va, vb = _group_value(ga, metric), _group_value(groups_b[key], metric)
+            if va and vb:
+                out.append(math.log(metrics.gain(va, vb, metric)))
     return out
 
 
-def _by_pass_level(units: list[dict]) -> dict[tuple, tuple[float, dict]]:
-    groups: dict[tuple, tuple[float, dict]] = {}
+def _by_pass_level(units: list[dict]) -> dict[tuple, dict]:
+    groups: dict[tuple, dict] = {}
     for u in units:
-        key = (u["key"][0], u["level"])
-        t, n = groups.get(key, (0.0, {"tokens": 0, "requests": 0}))
-        groups[key] = (t + u["time_s"], {"tokens": n["tokens"] + u["tokens"],
-                                         "requests": n["requests"] + u["requests"]})
+        g = groups.setdefault((u["key"][0], u["level"]),
+                              {"time_s": 0.0, "tokens": 0, "requests": 0, "chunk_ttfts": []})
+        g["time_s"] += u["time_s"]
+        g["tokens"] += u["tokens"]
+        g["requests"] += u["requests"]
+        g["chunk_ttfts"] += u.get("chunk_ttfts", [])
     return groups
 
 
+def _group_value(g: dict, metric: str) -> float | None:
+    """The metric over one (pass, level) group, or over several merged; None: not measured."""
+    if metric in metrics.CHUNK_KINDS:
+        return metrics.percentile(g["chunk_ttfts"], 50)
+    what = "requests" if metric == "requests_per_s" else "tokens"
+    return g[what] / g["time_s"] if g["time_s"] else None
+
+
 def point_ratio(a: list[dict], b: list[dict], metric: str) -> float | None:
+    """The gain of arm a over arm b: the median paired gain (median_tok_s), else the gain of
+    the merged common groups (the ratio of totals; of the pooled p50s for chunk latency)."""
     logs = paired_logs(a, b, metric)
     if not logs:
         return None
     if metric == "median_tok_s":
         return math.exp(statistics.median(logs))
-    what = "requests" if metric == "requests_per_s" else "tokens"
     ga, gb = _by_pass_level(a), _by_pass_level(b)
     common = [k for k in ga if k in gb]
-    ta, tb = sum(ga[k][0] for k in common), sum(gb[k][0] for k in common)
-    na, nb = sum(ga[k][1][what] for k in common), sum(gb[k][1][what] for k in common)
-    if not (ta and tb and na and nb):
+
+    def merged(groups: dict) -> dict:
+        return {"time_s": sum(groups[k]["time_s"] for k in common),
+                **{f: sum((groups[k][f] for k in common), 0 if f != "chunk_ttfts" else [])
+                   for f in ("tokens", "requests", "chunk_ttfts")}}
+
+    va, vb = _group_value(merged(ga), metric), _group_value(merged(gb), metric)
+    if not (va and vb):
         return None
-    return (na / ta) / (nb / tb)
+    return metrics.gain(va, vb, metric)
 
 
 def interval(logs: list[float], metric: str, confidence: float = 0.95
@@ -286,14 +350,13 @@ def interval(logs: list[float], metric: str, confidence: float = 0.95
     return math.exp(mean - half), math.exp(mean + half), confidence
 
 
-def classify(point: float | None, lo: float | None, hi: float | None, min_improvement: float,
-             higher_is_better: bool = True) -> str:
-    """better: the interval lies above 1 and the point clears the threshold; not better: the
-    interval lies below the threshold; else undecided (noise)."""
+def classify(point: float | None, lo: float | None, hi: float | None,
+             min_improvement: float) -> str:
+    """Of a gain (> 1 better, whatever the metric's direction) and its interval. better: the
+    interval lies above 1 and the point clears the threshold; not better: the interval lies
+    below the threshold; else undecided (noise)."""
     if point is None or lo is None or hi is None:
         return UNDECIDED
-    if not higher_is_better:
-        point, lo, hi = 1 / point, 1 / hi, 1 / lo
     g = 1.0 + min_improvement
     if lo > 1.0 and point >= g:
         return BETTER
@@ -316,7 +379,10 @@ def _summary(units: list[dict]) -> dict[str, Any]:
         d = per_level.setdefault(str(u["level"]), {"tokens": 0, "wall_s": 0.0})
         d["tokens"] += u["tokens"]
         d["wall_s"] += u["time_s"]
+    chunks = metrics.chunk_summary([x for u in units for x in u.get("chunk_ttfts", [])],
+                                   sum(u.get("audio_s", 0.0) for u in units), wall)
     return {
+        **chunks,
         "median_tok_s": statistics.median([_rate(u) for u in c1]) if c1 else 0.0,
         "throughput_tok_s": tokens / wall if wall else 0.0,
         "requests_per_s": nreq / wall if wall else 0.0,
@@ -337,8 +403,8 @@ def _pct(values: list[float], q: float) -> float:
     return values[k]
 
 
-def _comparison(run: _Run, names: list[str], metric: str, min_improvement: float,
-                higher_is_better: bool) -> dict[str, dict]:
+def _comparison(run: _Run, names: list[str], metric: str, min_improvement: float
+                ) -> dict[str, dict]:
     out = {}
     base = run.units[run.baseline]
     for name in names:
@@ -346,13 +412,12 @@ def _comparison(run: _Run, names: list[str], metric: str, min_improvement: float
             continue
         if name in run.cut:
             out[name] = {"ratio": point_ratio(run.units[name], base, metric), "interval": None,
-                         "coverage": 0.0, "samples": 0, "decision": NOT_BETTER if
-                         higher_is_better else BETTER, "cut": True}
+                         "coverage": 0.0, "samples": 0, "decision": NOT_BETTER, "cut": True}
             continue
         logs = paired_logs(run.units[name], base, metric)
         point = point_ratio(run.units[name], base, metric)
         lo, hi, cov = interval(logs, metric)
-        decision = classify(point, lo, hi, min_improvement, higher_is_better)
+        decision = classify(point, lo, hi, min_improvement)
         if cov < MIN_COVERAGE or len(logs) < MIN_SAMPLES:  # too few samples to decide yet
             decision = UNDECIDED
         out[name] = {"ratio": point, "interval": None if lo is None else [lo, hi],
@@ -392,7 +457,7 @@ def _warm(run: _Run, stacks: dict[str, Any], warm: list[dict], errors: dict[str,
 
 def benchmark(arms: dict[str, str], baseline: str, workspace: str, scenario_dir: str,
               requests: list[dict], min_improvement: float = 0.03,
-              higher_is_better: bool = True, min_passes: int = 1, max_passes: int = 5,
+              min_passes: int = 1, max_passes: int = 5,
               budget_s: float = 120.0, profile_arm: str | None = None) -> dict[str, Any]:
     """Compare mode: passes until every arm's ratio over `baseline` is decided (or the budget
     is spent); metrics, ratios, intervals, decisions, timed outputs and audit findings."""
@@ -411,14 +476,15 @@ def benchmark(arms: dict[str, str], baseline: str, workspace: str, scenario_dir:
         t0 = clock()
         run.run_pass(names)
         pass_s.append(clock() - t0)
-        comp = _comparison(run, names, metric, min_improvement, higher_is_better)
+        comp = _comparison(run, names, metric, min_improvement)
         decided = all(c["decision"] != UNDECIDED for c in comp.values())
         spent = clock() - t_start
         if run.passes >= max_passes or (decided and run.passes >= min_passes) or \
                 spent + max(pass_s) > budget_s or run.cut:
             break
     result: dict[str, Any] = {
-        "metric": metric, "passes": run.passes, "pass_s": [round(x, 2) for x in pass_s],
+        "metric": metric, "ratio_is": _RATIO_IS, "passes": run.passes,
+        "pass_s": [round(x, 2) for x in pass_s],
         "load_average": run.loads,
         "arms": {n: _summary(run.units[n]) for n in names},
         "ratios": {n: c["ratio"] for n, c in comp.items()},
@@ -438,7 +504,7 @@ def benchmark(arms: dict[str, str], baseline: str, workspace: str, scenario_dir:
 
 
 def screen(arms: dict[str, str], baseline: str, workspace: str, scenario_dir: str,
-           requests: list[dict], min_improvement: float = 0.03, higher_is_better: bool = True,
+           requests: list[dict], min_improvement: float = 0.03,
            rungs: list[int] | None = None) -> dict[str, Any]:
     """Successive halving of arms against `baseline` at every load level; the ranking, each
     arm's ratio, interval and decision, timed outputs and audit findings."""
@@ -465,17 +531,15 @@ def screen(arms: dict[str, str], baseline: str, workspace: str, scenario_dir: st
                 errors[name] = f"{type(exc).__name__}: {exc}"[:500]
             alive = []
             break
-        comp.update(_comparison(run, [baseline] + alive, metric, min_improvement,
-                                higher_is_better))
+        comp.update(_comparison(run, [baseline] + alive, metric, min_improvement))
         history.append({"requests_at_c1": k, "ratios": {n: comp[n]["ratio"] for n in alive}})
         alive = [n for n in alive if n not in run.cut]
-        sign = 1 if higher_is_better else -1
-        alive.sort(key=lambda n: sign * (comp[n]["ratio"] or 0.0), reverse=True)
+        alive.sort(key=lambda n: comp[n]["ratio"] or 0.0, reverse=True)  # gains: best first
         if len(alive) <= 1:
             break
         alive = alive[:max(1, math.ceil(len(alive) / 2))]
     ranking = sorted(comp, key=lambda n: (n in alive, comp[n]["ratio"] or 0.0), reverse=True)
     return {"ranking": ranking, "scores": {n: c["ratio"] for n, c in comp.items()},
             "comparison": comp, "history": history, "errors": errors,
-            "winner": alive[0] if alive else None, "load_average": run.loads,
+            "winner": alive[0] if alive else None, "load_average": run.loads, "ratio_is": _RATIO_IS,
             "findings": run.findings, "timed": run.timed}

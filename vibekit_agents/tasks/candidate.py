@@ -9,6 +9,9 @@ this gathers evidence of cheating that the outputs alone cannot show:
                       output (an output cache keyed by prompt answers without a forward)
   streaming           the first request streamed: more than one chunk, the first before the
                       last forward (buffered "streaming" sends everything at the end)
+
+and whether the outputs carry what the scenario's metric measures (a chunk-latency metric
+needs per-chunk latencies in every output: vibekit_agents.metrics.output_problems).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from vibekit_agents.audit import ForwardAudit, clock, usage_findings
+from vibekit_agents.metrics import output_problems
 from vibekit_agents.plan import Plan
 from vibekit_agents.scenario import load_scenario
 from vibekit_agents.stack import build_stack
@@ -82,6 +86,7 @@ def run_candidate(plan_path: str, workspace: str, scenario_dir: str, requests: l
     return {
         "outputs": json.loads(json.dumps(outputs, default=_jsonable)),
         "findings": findings, "warnings": warnings, "num_outputs": len(outputs),
+        "metric_problems": output_problems(sc.metric.kind, requests, outputs)[:10],
         "build_s": round(build_s, 3), "run_s": round(run_s, 3),
         "forwarded_tokens": audit.tokens if audit else None,
         "needed_tokens": sum(len(o.get("token_ids") or []) for o in outputs
