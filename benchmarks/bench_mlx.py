@@ -22,6 +22,7 @@ ratios, and absolute tok/s say nothing about a Mac.
     python benchmarks/bench_mlx.py                 # 6 files x 5 repeats
     python benchmarks/bench_mlx.py --quantization mlx-q8
     python benchmarks/bench_mlx.py --agreement     # greedy agreement of mlx-q8 / mlx-q4
+    python benchmarks/bench_mlx.py --matmul-layout # x @ w.T (HF layout) vs x @ w ([in, out])
     python benchmarks/bench_mlx.py --quick         # seconds (CI)
 """
 
@@ -166,6 +167,32 @@ def _all_logits(model, ids: list[int]):
     return np.array(logits)
 
 
+def matmul_layout(repeats: int) -> dict:
+    """CPU ms of one projection of the zoo model's shapes as HF stores it (`x @ w.T`, w [out, in],
+    what mlx.nn.Linear computes) and as vibekit.models.mlx.linear packs it (`x @ w_t`, w_t
+    [in, out] contiguous), for 1, 8 and 64 tokens: medians of interleaved runs."""
+    shapes = {"qkv 256->768": (768, 256), "gate_up 256->1536": (1536, 256),
+              "down 768->256": (256, 768), "head 256->4096": (4096, 256)}
+    out: dict = {}
+    for name, (o, i) in shapes.items():
+        w = mx.random.normal((o, i))
+        w_t = mx.contiguous(w.T)
+        mx.eval(w, w_t)
+        for tokens in (1, 8, 64):
+            x = mx.random.normal((tokens, i))
+            mx.eval(x)
+            times: dict[str, list[float]] = {"x @ w.T": [], "x @ w_t": []}
+            for _ in range(repeats):
+                for key, b in (("x @ w.T", w.T), ("x @ w_t", w_t)):
+                    c0 = time.process_time()
+                    mx.eval(x @ b)
+                    times[key].append(time.process_time() - c0)
+            med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+            out[f"{name} T={tokens}"] = {**{k: round(v, 3) for k, v in med.items()},
+                                         "speedup": round(med["x @ w.T"] / med["x @ w_t"], 2)}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -175,12 +202,26 @@ def main() -> None:
     ap.add_argument("--plain-tokens", type=int, default=96)
     ap.add_argument("--quantization", choices=sorted(QUANTIZATIONS), default=None,
                     help="quantize both engines' weights the same way (mx.quantize, group 64)")
+    ap.add_argument("--num-draft-tokens", type=int, default=None,
+                    help="vibekit's first draft length for predictions (default: the engine's)")
     ap.add_argument("--agreement", action="store_true",
                     help="only the greedy agreement of mlx-q8 / mlx-q4 with float32")
+    ap.add_argument("--matmul-layout", action="store_true",
+                    help="only time x @ w.T against x @ w_t ([in, out]) on the model's shapes")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     if args.quick:
         args.files, args.repeats, args.plain_tokens = 1, 1, 16
+    if args.matmul_layout:
+        result = matmul_layout(3 if args.quick else 50)
+        print(f"bench_mlx --matmul-layout on {mx.default_device()} (CPU ms, medians; load average "
+              f"{os.getloadavg()[0]:.1f}, shared machine):")
+        for key, row in result.items():
+            print(f"  {key:24s} {row}")
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(result, fh, indent=2)
+        return
     try:
         import xgrammar  # noqa: F401
         from mlx_lm import load as mlx_lm_load
@@ -202,9 +243,12 @@ def main() -> None:
                 json.dump(result, fh, indent=2)
         return
     path = str(zoo.path("code-edit-tiny"))
+    drafting = ({} if args.num_draft_tokens is None else
+                {"num_draft_tokens": args.num_draft_tokens,
+                 "max_draft_tokens": max(64, args.num_draft_tokens)})
     engine = Engine.from_pretrained("zoo:code-edit-tiny", device="mlx",
                                     quantization=args.quantization, grammar_backend="xgrammar",
-                                    page_size=16)
+                                    page_size=16, **drafting)
     peer, _ = mlx_lm_load(path)
     if args.quantization:
         nn.quantize(peer, group_size=QUANT_GROUP_SIZE, bits=QUANTIZATIONS[args.quantization],
@@ -220,6 +264,7 @@ def main() -> None:
                for i, f in enumerate(files)]
     print(f"bench_mlx: zoo:code-edit-tiny on MLX {mx.__version__} ({mx.default_device()}), "
           f"mlx-lm {importlib.metadata.version('mlx-lm')}, quantization {args.quantization}, "
+          f"num_draft_tokens {engine.config.spec.num_draft_tokens}, "
           f"{len(prompts)} files x {args.repeats} repeats, load average "
           f"{os.getloadavg()[0]:.1f} (shared machine)")
 
@@ -274,6 +319,7 @@ def main() -> None:
 
     results = {
         "model": "zoo:code-edit-tiny", "quantization": args.quantization,
+        "num_draft_tokens": engine.config.spec.num_draft_tokens,
         "mlx": mx.__version__, "mlx_lm": importlib.metadata.version("mlx-lm"),
         "device": str(mx.default_device()), "platform": sys.platform,
         "files": len(prompts), "repeats": args.repeats,
