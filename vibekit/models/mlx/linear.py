@@ -5,8 +5,9 @@ Float weights are stored transposed, [in, out] row-major, so the matmul is `x @ 
 transpose flag: the layout the CPU backend's BLAS reads fastest (mlx[cpu] on Linux runs a
 64-token block's projections ~1.7x faster than `x @ w.T`, see benchmarks/RESULTS.md; on a Mac GPU
 MLX's GEMM takes either layout). Quantized linears (mx.quantize) stay in mlx's own layout,
-fused along their output rows into one QuantizedLinear. The products are the same sums as the
-separate HF-layout linears computed, column for column.
+fused along their output rows into one QuantizedLinear. The outputs equal the separate
+HF-layout linears' to float rounding (the BLAS accumulates `x @ w` and `x @ w.T` in different
+orders: ~5e-7 apart at unit scale), not bit for bit.
 """
 
 from __future__ import annotations
