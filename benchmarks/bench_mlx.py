@@ -22,6 +22,8 @@ ratios, and absolute tok/s say nothing about a Mac.
     python benchmarks/bench_mlx.py                 # 6 files x 5 repeats
     python benchmarks/bench_mlx.py --quantization mlx-q8
     python benchmarks/bench_mlx.py --agreement     # greedy agreement of mlx-q8 / mlx-q4
+    python benchmarks/bench_mlx.py --matmul-layout # x @ w.T (HF layout) vs x @ w ([in, out])
+    python benchmarks/bench_mlx.py --block-cost    # one forward of 1 / 8 / 64 tokens, both engines
     python benchmarks/bench_mlx.py --quick         # seconds (CI)
 """
 
@@ -166,6 +168,75 @@ def _all_logits(model, ids: list[int]):
     return np.array(logits)
 
 
+def block_cost(engine: Engine, peer, prompt: list[int], repeats: int) -> dict:
+    """CPU ms of one forward of T = 1, 8, 64 new tokens after `prompt` (its KV cached), logits at
+    every new position (what a verify block needs), evaluated: vibekit's MLX model over its paged
+    cache vs mlx-lm's model over a deep copy of its prompt cache. Medians of interleaved runs."""
+    import numpy as np
+    from mlx_lm.models.cache import make_prompt_cache
+
+    from vibekit.kvcache.mlx import MLXPagedKVCache
+    from vibekit.ops.mlx import AttentionPlan
+
+    model, page_size = engine.model, 16
+    pages = list(range(-(-(len(prompt) + 64) // page_size)))
+    cache = MLXPagedKVCache(model.cache_spec().kv, len(pages), page_size)
+    plan = AttentionPlan.build([len(prompt)], [len(prompt)], [pages], page_size)
+    mx.eval(model(mx.array(prompt), plan, mx.arange(len(prompt)), cache.kv_caches),
+            *cache.arrays())
+    prompt_cache = make_prompt_cache(peer)
+    mx.eval(peer(mx.array(prompt)[None], cache=prompt_cache))
+    out = {}
+    for tokens in (1, 8, 64):
+        new = mx.array(np.arange(1, tokens + 1, dtype=np.int32))
+        times: dict[str, list[float]] = {"vibekit": [], "mlx_lm": []}
+        for _ in range(repeats):
+            c0 = time.process_time()
+            plan = AttentionPlan.build([tokens], [len(prompt) + tokens], [pages], page_size)
+            mx.eval(model(new, plan, mx.arange(tokens), cache.kv_caches), *cache.arrays())
+            times["vibekit"].append(time.process_time() - c0)
+            peer_cache = copy.deepcopy(prompt_cache)  # outside the timer
+            c0 = time.process_time()
+            mx.eval(peer(new[None], cache=peer_cache))
+            times["mlx_lm"].append(time.process_time() - c0)
+        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        out[f"T={tokens}"] = {**{k: round(v, 2) for k, v in med.items()},
+                              "ratio": round(med["mlx_lm"] / med["vibekit"], 2)}
+    return out
+
+
+def matmul_layout(repeats: int) -> dict:
+    """CPU ms of one projection of the zoo model's shapes as HF stores it (`x @ w.T`, w [out, in],
+    what mlx.nn.Linear computes), as vibekit.models.mlx.linear packs it (`x @ w_t`, w_t [in, out]
+    contiguous) and 8-bit quantized (`mx.quantized_matmul`, group 64: mlx-q8), for 1, 8 and 64
+    tokens: medians of interleaved runs."""
+    shapes = {"qkv 256->768": (768, 256), "gate_up 256->1536": (1536, 256),
+              "down 768->256": (256, 768), "head 256->4096": (4096, 256)}
+    out: dict = {}
+    for name, (o, i) in shapes.items():
+        w = mx.random.normal((o, i))
+        w_t = mx.contiguous(w.T)
+        wq, scales, biases = mx.quantize(w, group_size=QUANT_GROUP_SIZE, bits=8)
+        mx.eval(w, w_t, wq, scales, biases)
+        for tokens in (1, 8, 64):
+            x = mx.random.normal((tokens, i))
+            mx.eval(x)
+            times: dict[str, list[float]] = {"x @ w.T": [], "x @ w_t": [], "q8": []}
+            for _ in range(repeats):
+                for key in times:
+                    c0 = time.process_time()
+                    if key == "q8":
+                        mx.eval(mx.quantized_matmul(x, wq, scales, biases, transpose=True,
+                                                    group_size=QUANT_GROUP_SIZE, bits=8))
+                    else:
+                        mx.eval(x @ (w.T if key == "x @ w.T" else w_t))
+                    times[key].append(time.process_time() - c0)
+            med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+            out[f"{name} T={tokens}"] = {**{k: round(v, 3) for k, v in med.items()},
+                                         "speedup": round(med["x @ w.T"] / med["x @ w_t"], 2)}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -175,12 +246,28 @@ def main() -> None:
     ap.add_argument("--plain-tokens", type=int, default=96)
     ap.add_argument("--quantization", choices=sorted(QUANTIZATIONS), default=None,
                     help="quantize both engines' weights the same way (mx.quantize, group 64)")
+    ap.add_argument("--num-draft-tokens", type=int, default=None,
+                    help="vibekit's first draft length for predictions (default: the engine's)")
     ap.add_argument("--agreement", action="store_true",
                     help="only the greedy agreement of mlx-q8 / mlx-q4 with float32")
+    ap.add_argument("--matmul-layout", action="store_true",
+                    help="only time x @ w.T against x @ w_t ([in, out]) on the model's shapes")
+    ap.add_argument("--block-cost", action="store_true",
+                    help="only time one forward of 1 / 8 / 64 tokens on each engine")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     if args.quick:
         args.files, args.repeats, args.plain_tokens = 1, 1, 16
+    if args.matmul_layout:
+        result = matmul_layout(3 if args.quick else 50)
+        print(f"bench_mlx --matmul-layout on {mx.default_device()} (CPU ms, medians; load average "
+              f"{os.getloadavg()[0]:.1f}, shared machine):")
+        for key, row in result.items():
+            print(f"  {key:24s} {row}")
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(result, fh, indent=2)
+        return
     try:
         import xgrammar  # noqa: F401
         from mlx_lm import load as mlx_lm_load
@@ -202,9 +289,12 @@ def main() -> None:
                 json.dump(result, fh, indent=2)
         return
     path = str(zoo.path("code-edit-tiny"))
+    drafting = ({} if args.num_draft_tokens is None else
+                {"num_draft_tokens": args.num_draft_tokens,
+                 "max_draft_tokens": max(64, args.num_draft_tokens)})
     engine = Engine.from_pretrained("zoo:code-edit-tiny", device="mlx",
                                     quantization=args.quantization, grammar_backend="xgrammar",
-                                    page_size=16)
+                                    page_size=16, **drafting)
     peer, _ = mlx_lm_load(path)
     if args.quantization:
         nn.quantize(peer, group_size=QUANT_GROUP_SIZE, bits=QUANTIZATIONS[args.quantization],
@@ -218,8 +308,17 @@ def main() -> None:
     files = [json.dumps(f, indent=2) for f in FILES[:args.files]]
     prompts = [tok(make_edit_prompt(INSTRUCTIONS[i % len(INSTRUCTIONS)], f + "\n"))["input_ids"]
                for i, f in enumerate(files)]
+    if args.block_cost:
+        result = block_cost(engine, peer, prompts[0], 3 if args.quick else 30)
+        print(f"bench_mlx --block-cost: {len(prompts[0])}-token prompt cached, CPU ms, medians "
+              f"(load average {os.getloadavg()[0]:.1f}, shared machine): {json.dumps(result)}")
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(result, fh, indent=2)
+        return
     print(f"bench_mlx: zoo:code-edit-tiny on MLX {mx.__version__} ({mx.default_device()}), "
           f"mlx-lm {importlib.metadata.version('mlx-lm')}, quantization {args.quantization}, "
+          f"num_draft_tokens {engine.config.spec.num_draft_tokens}, "
           f"{len(prompts)} files x {args.repeats} repeats, load average "
           f"{os.getloadavg()[0]:.1f} (shared machine)")
 
@@ -274,6 +373,7 @@ def main() -> None:
 
     results = {
         "model": "zoo:code-edit-tiny", "quantization": args.quantization,
+        "num_draft_tokens": engine.config.spec.num_draft_tokens,
         "mlx": mx.__version__, "mlx_lm": importlib.metadata.version("mlx-lm"),
         "device": str(mx.default_device()), "platform": sys.platform,
         "files": len(prompts), "repeats": args.repeats,

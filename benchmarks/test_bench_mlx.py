@@ -39,3 +39,24 @@ def test_bench_mlx_agreement_quick_runs(tmp_path):
     results = json.loads(out.read_text())
     assert set(results) == {"mlx-q4", "mlx-q8"}
     assert all(0.0 <= r["teacher_forced_top1"] <= 1.0 for r in results.values())
+
+
+def test_bench_mlx_matmul_layout_quick_runs(tmp_path):
+    out = tmp_path / "layout.json"
+    script = Path(__file__).with_name("bench_mlx.py")
+    proc = subprocess.run([sys.executable, str(script), "--matmul-layout", "--quick", "--json",
+                           str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert len(results) == 12 and all(r["speedup"] > 0 for r in results.values())
+
+
+def test_bench_mlx_block_cost_quick_runs(tmp_path):
+    out = tmp_path / "block.json"
+    script = Path(__file__).with_name("bench_mlx.py")
+    proc = subprocess.run([sys.executable, str(script), "--block-cost", "--quick", "--json",
+                           str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert set(results) == {"T=1", "T=8", "T=64"}
+    assert all(r["vibekit"] > 0 and r["mlx_lm"] > 0 for r in results.values())

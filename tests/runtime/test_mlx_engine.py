@@ -82,6 +82,39 @@ def test_seeded_sampling_penalties_and_guidance_equal_the_torch_engine(engines):
     assert got[2] == [5] * 16
 
 
+class _HostCopyProcessor:
+    """A processor with no MLX path that changes nothing: the runner must bring the logits to
+    the host and sample there (ModelRunner.sample) instead of its argmax on MLX."""
+
+    def __init__(self) -> None:
+        self.num_applied = 0
+
+    def start(self, batch):
+        return self if batch.groups else None
+
+    def apply(self, logits) -> None:
+        self.num_applied += 1
+
+
+def test_greedy_argmax_on_mlx_equals_sampling_on_the_host(engines):
+    _, engine = engines
+    host = Engine.from_pretrained("dummy:tiny-llama", device="mlx", page_size=4, num_pages=512,
+                                  max_model_len=512, max_num_batched_tokens=64)
+    processor = _HostCopyProcessor()
+    host.add_logits_processor(processor)
+    prompts = _prompts(3, 512, seed=12)
+    params = SamplingParams(max_tokens=30, temperature=0.0, ignore_eos=True)
+    plain = [o.token_ids for o in engine.generate(prompts, params)]
+    # A verify block too: the second request predicts its output with an edit in it.
+    predictions = [None, plain[1][:8] + [3, 4] + plain[1][10:], plain[2]]
+    for eng in (engine, host):
+        assert [o.token_ids for o in eng.generate(prompts, params)] == plain
+        outs = eng.generate(prompts, params, predictions=predictions)
+        assert [o.token_ids for o in outs] == plain
+        assert outs[1].usage.rejected_prediction_tokens > 0
+    assert processor.num_applied > 0
+
+
 SCHEMA = {"type": "object", "properties": {
     "name": {"type": "string", "maxLength": 12},
     "age": {"type": "integer", "minimum": 0, "maximum": 120},

@@ -1,8 +1,10 @@
 """MLXModelRunner: the ModelRunner of device "mlx". The same scheduled batches, logits processors
 and sampler / verifier as the torch runner; the forward runs on MLX arrays (vibekit.models.mlx
-over vibekit.kvcache.mlx), the grammar mask is applied to the MLX logits, and the sampling rows
-then cross to the host as one small torch tensor for the sampler, the verifier and any processor
-written for torch (penalties, guidance, your own). Imported lazily (needs mlx)."""
+over vibekit.kvcache.mlx) and the grammar mask is applied to the MLX logits. When every sampling
+request of the step is greedy and no host-side processor needs the logits, the argmax runs on
+MLX too and only the token ids cross to the host; otherwise the sampling rows cross as one small
+torch tensor for the sampler, the verifier and any processor written for torch (penalties,
+guidance, your own). Imported lazily (needs mlx)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from vibekit.kvcache.mlx import MLXPagedKVCache
 from vibekit.logits import LogitsProcessor
 from vibekit.ops.mlx import AttentionPlan
 from vibekit.runtime.model_runner import ModelRunner
+from vibekit.spec import accept_greedy
 
 
 class MLXModelRunner(ModelRunner):
@@ -35,7 +38,8 @@ class MLXModelRunner(ModelRunner):
 
     def forward(self, batch: ScheduledBatch) -> mx.array:  # type: ignore[override]
         """Run the model on one scheduled batch; MLX logits [S, V] float32 of the sampling
-        rows, evaluated (with this step's KV writes)."""
+        rows, being evaluated (with this step's KV writes) in the background: the logits
+        processors finish their host work (the grammar mask fill) meanwhile."""
         sample_rows = [0] * len(batch)
         for group in batch.groups:
             sample_rows[group.index] = group.num_rows  # the last own token, then the drafts
@@ -55,7 +59,7 @@ class MLXModelRunner(ModelRunner):
         logits = self.model(mx.array(np.asarray(input_ids, dtype=np.int32)), plan,
                             mx.array(np.asarray(sample_indices, dtype=np.int32)),
                             self.cache.kv_caches)
-        mx.eval(logits, *self.cache.arrays())
+        mx.async_eval(logits, *self.cache.arrays())
         return logits
 
     @torch.inference_mode()
@@ -84,6 +88,11 @@ class MLXModelRunner(ModelRunner):
                 host = _to_torch(logits)
             work.apply(host)
         if host is None:
+            if all(g.request.params.temperature == 0.0 for g in batch.groups):
+                # Greedy rows (decode or verify): argmax on MLX, only [S] ids cross.
+                ids = np.array(mx.argmax(logits, axis=-1)).tolist()
+                return [accept_greedy(g.draft, ids[g.start:g.start + g.num_rows])
+                        for g in batch.groups]
             host = _to_torch(logits)
         return self.sample(batch, host)
 

@@ -75,6 +75,7 @@ def load_mlx_model(source: str | os.PathLike, dtype: str | torch.dtype = "float3
     load_weights(model, weights, dtype_mx)
     if quantization is not None:
         quantize_model(model, quantization)
+    model.pack()
     mx.eval(model.parameters())
     return model, config, tokenizer
 
@@ -110,6 +111,9 @@ def quantize_model(model: MLXLlamaForCausalLM, quantization: str) -> None:
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization {quantization!r} is not supported on MLX; use one of "
                          f"{sorted(QUANTIZATIONS)}")
+    if model.packed:
+        raise ValueError("the model's projections are already packed: quantize before "
+                         "model.pack() (load_mlx_model(..., quantization=...) does)")
 
     def eligible(_path: str, module: nn.Module) -> bool:
         return (isinstance(module, (nn.Linear, nn.Embedding))
