@@ -72,7 +72,8 @@ def test_streamed_completion_adds_up_to_engine_generate(client, reference):
     ids = [t for c in chunks if c.choices for t in c.choices[0].model_extra["token_ids"]]
     assert text == ref.text and ids == ref.token_ids
     finals = [c.choices[0].finish_reason for c in chunks if c.choices]
-    assert finals[-1] == "length" and set(finals[:-1]) == {None}
+    # Tokens are coalesced per engine step: a fast engine may deliver all 16 in one chunk.
+    assert finals[-1] == "length" and all(f is None for f in finals[:-1])
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 16
     assert all(c.usage is None for c in chunks[:-1])
 
