@@ -68,6 +68,7 @@ from vibekit.runtime.async_engine import (
     _Add,
 )
 from vibekit.runtime.engine import Engine
+from vibekit.serve.heap import freeze_heap
 from vibekit.serve.liveness import (
     DEFAULT_STALL_TIMEOUT,
     EngineStalledError,
@@ -719,6 +720,7 @@ def _core_main(conn: Any, factory: Callable[..., Engine], args: tuple[Any, ...],
         return
     try:
         core = _Core(conn, engine, max_waiting, beat)
+        freeze_heap()  # the model and its libraries: out of the collector's way (serve.heap)
         conn.send(("ready", core.ready_info()))
         threading.Thread(target=core.read, name="vibekit-core-commands", daemon=True).start()
         if core.heartbeat is not None:
