@@ -68,7 +68,6 @@ from vibekit.runtime.async_engine import (
     _Add,
 )
 from vibekit.runtime.engine import Engine
-from vibekit.serve.heap import freeze_heap
 from vibekit.serve.liveness import (
     DEFAULT_STALL_TIMEOUT,
     EngineStalledError,
@@ -77,6 +76,7 @@ from vibekit.serve.liveness import (
     beat_interval,
     check_stall_timeout,
 )
+from vibekit.serve.tuning import tune_process
 
 logger = logging.getLogger("vibekit.serve")
 
@@ -293,14 +293,17 @@ class EngineCoreClient:
     # -- plumbing -------------------------------------------------------------------------------
 
     def _check_accepting(self) -> None:
+        # NOTE: the state alone, no waitpid (is_alive) per request: the reader thread turns it
+        # "dead" once the core's end of the pipe closes, and a send to a dead core fails anyway.
+        if self._state == "running":
+            return
         if isinstance(self._error, EngineStalledError):
             raise _copy(self._error)
-        if self._state == "dead" or (self._state == "running" and not self.process.is_alive()):
+        if self._state == "dead":
             why = self._error or (f"the engine core process exited unexpectedly (exit code "
                                   f"{self.process.exitcode})")
             raise EngineDeadError(f"the engine core is not running: {why}")
-        if self._state != "running":
-            raise EngineClosedError("the engine is shutting down; no new requests")
+        raise EngineClosedError("the engine is shutting down; no new requests")
 
     def _send(self, msg: tuple[Any, ...], force: bool = False) -> None:
         if not force:
@@ -720,7 +723,7 @@ def _core_main(conn: Any, factory: Callable[..., Engine], args: tuple[Any, ...],
         return
     try:
         core = _Core(conn, engine, max_waiting, beat)
-        freeze_heap()  # the model and its libraries: out of the collector's way (serve.heap)
+        tune_process()  # the model's heap out of the collector's way, GIL hand-offs sooner
         conn.send(("ready", core.ready_info()))
         threading.Thread(target=core.read, name="vibekit-core-commands", daemon=True).start()
         if core.heartbeat is not None:

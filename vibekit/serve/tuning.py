@@ -1,4 +1,7 @@
-"""freeze_heap: keep the startup heap out of the garbage collector's way.
+"""Process settings of the server's processes (the HTTP one and the engine core), applied once
+each is set up: `tune_process()` = `freeze_heap()` + a shorter GIL switch interval.
+
+freeze_heap: keep the startup heap out of the garbage collector's way.
 
 A server process holds a large, long-lived heap once it is up (torch, transformers, the model,
 FastAPI, pydantic: ~260k tracked objects in the HTTP process alone) and allocates small
@@ -8,12 +11,28 @@ HTTP process's CPU went to the collector (0.42 of 1.22 s), and a full collection
 stream for ~0.2 s. gc.freeze() moves everything alive at startup into a permanent generation
 that collections skip; what is allocated later is collected as before. vLLM and SGLang do the
 same after start-up.
+
+The switch interval: each process runs one thread that does the work (the event loop, the
+engine thread) and helper threads that hand it messages (the pipe readers, the prepare
+workers). A helper that wakes up waits for the GIL until the busy thread drops it, by default
+after 5 ms (sys.getswitchinterval()); at concurrency 64 that wait sits on every hand-off of a
+request (HTTP -> pipe -> engine thread), so 0.5 ms brings time to first token down (see
+benchmarks/RESULTS.md, "engine core process: where the time goes").
 """
 
 from __future__ import annotations
 
 import atexit
 import gc
+import sys
+
+SWITCH_INTERVAL_S = 0.0005
+
+
+def tune_process() -> None:
+    """freeze_heap() and sys.setswitchinterval(SWITCH_INTERVAL_S): once, before serving."""
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    freeze_heap()
 
 
 def freeze_heap() -> int:

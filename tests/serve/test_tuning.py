@@ -1,5 +1,5 @@
-"""freeze_heap: what is alive at startup leaves the collector's generations; later garbage is
-still collected."""
+"""Process tuning. freeze_heap: what is alive at startup leaves the collector's generations;
+later garbage is still collected. tune_process: that, and a shorter GIL switch interval."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ class _Node:
 
 
 def test_freeze_heap_exempts_the_startup_heap_and_still_collects_later_cycles():
-    from vibekit.serve.heap import freeze_heap
+    from vibekit.serve.tuning import freeze_heap
 
     before = _Node()
     try:
@@ -30,4 +30,19 @@ def test_freeze_heap_exempts_the_startup_heap_and_still_collects_later_cycles():
         gc.collect()
         assert ref_later() is None  # allocated after the freeze: collected as usual
     finally:
+        gc.unfreeze()
+
+
+def test_tune_process_shortens_the_switch_interval_and_freezes():
+    import sys
+
+    from vibekit.serve.tuning import SWITCH_INTERVAL_S, tune_process
+
+    before = sys.getswitchinterval()
+    try:
+        tune_process()
+        assert sys.getswitchinterval() == SWITCH_INTERVAL_S < before
+        assert gc.get_freeze_count() > 0
+    finally:
+        sys.setswitchinterval(before)
         gc.unfreeze()
