@@ -39,7 +39,7 @@ from vibekit import Engine, SamplingParams
 from vibekit.runtime.async_engine import AsyncEngine
 from vibekit.serve import create_app
 from vibekit.serve.engine_core import EngineCoreClient, load_engine
-from vibekit.serve.heap import freeze_heap
+from vibekit.serve.tuning import tune_process
 
 WORDS = ("page cache token batch prefill decode kernel tensor stream latency throughput "
          "scheduler prefix sample logits attention").split()
@@ -141,7 +141,7 @@ def run_level_sync(url: str, model: str, prompts: list[str], max_tokens: int,
 
 def client_init() -> None:
     """The load generator's process: its startup heap out of the collector's way, as the
-    server's is (vibekit.serve.heap), so its collections do not stall the streams it reads."""
+    server's is (vibekit.serve.tuning), so its collections do not stall the streams it reads."""
     if importlib.util.find_spec("aiohttp"):
         import aiohttp  # noqa: F401 - imported before the freeze
     gc.collect()
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             served = EngineCoreClient(load_engine, args.model, **options)
         servers[mode] = (served, *start_server(served, args.model))
-    freeze_heap()  # as run_server does once it is set up
+    tune_process()  # as run_server does once it is set up
     client = multiprocessing.get_context("spawn").Pool(1, initializer=client_init)
     for _, _, _, url in servers.values():
         client.apply(run_level_sync, (url, args.model, make_prompts(rng, 4, "warm-http"), 4, 2,

@@ -41,8 +41,8 @@ def run_server(model: str, host: str = "127.0.0.1", port: int = 8000,
 
     from vibekit import AsyncEngine, Engine
     from vibekit.serve.app import create_app
-    from vibekit.serve.heap import freeze_heap
     from vibekit.serve.speech import is_speech_model, run_speech_server
+    from vibekit.serve.tuning import tune_process
 
     if is_speech_model(model):  # speech recognition: /v1/audio/transcriptions (serve/speech.py)
         speech_options = {k: v for k, v in engine_options.items() if k in _SPEECH_OPTIONS}
@@ -73,7 +73,7 @@ def run_server(model: str, host: str = "127.0.0.1", port: int = 8000,
     app = create_app(served, name,
                      shutdown_timeout=shutdown_timeout, max_body_bytes=max_body_bytes,
                      request_timeout=request_timeout, num_prepare_threads=num_prepare_threads)
-    freeze_heap()  # startup objects out of the collector's way (vibekit.serve.heap)
+    tune_process()  # startup heap out of the collector's way, GIL hand-offs sooner
     logger.info("serving %s as %r on http://%s:%d (max_model_len %d, %d KV pages, %s)",
                 model, name, host, port, served.config.max_model_len, num_pages, where)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
