@@ -273,12 +273,15 @@ class EngineCoreClient:
                 self._send(("shutdown", graceful, timeout), force=True)
             except (EngineDeadError, EngineClosedError, OSError):
                 pass
-        self.process.join(timeout + 10.0)
+        # NOTE: the reader thread reaps the core (its join) once the pipe closes; waiting on
+        # the reader first keeps two threads from calling waitpid at once (the loser gets
+        # ECHILD, and is_alive() then says True of a process that has exited).
+        self._reader.join(timeout + 10.0)
+        self.process.join(10.0)
         if self.process.is_alive():
             logger.error("the engine core did not stop; killing it")
             self.process.kill()
-            self.process.join(5)
-        self._reader.join(5)
+            self._reader.join(10.0)
 
     def _at_exit(self) -> None:
         """At interpreter exit (before multiprocessing joins its children): close the pipe,
