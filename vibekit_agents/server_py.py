@@ -85,7 +85,7 @@ def main() -> None:
     else:
         served = AsyncEngine(build_engine(), start=False)
     app = create_app(served, args.served_model_name)
-    tune_process()  # as `vibekit serve` does: startup heap frozen, shorter GIL switch interval
+    tune_process()  # as `vibekit serve` does: the startup heap frozen
     uvicorn.run(app, host=args.host, port=args.port)
 
 

@@ -726,7 +726,7 @@ def _core_main(conn: Any, factory: Callable[..., Engine], args: tuple[Any, ...],
         return
     try:
         core = _Core(conn, engine, max_waiting, beat)
-        tune_process()  # the model's heap out of the collector's way, GIL hand-offs sooner
+        tune_process()  # the model's heap out of the collector's way (serve/tuning.py)
         conn.send(("ready", core.ready_info()))
         threading.Thread(target=core.read, name="vibekit-core-commands", daemon=True).start()
         if core.heartbeat is not None:

@@ -73,7 +73,7 @@ def run_server(model: str, host: str = "127.0.0.1", port: int = 8000,
     app = create_app(served, name,
                      shutdown_timeout=shutdown_timeout, max_body_bytes=max_body_bytes,
                      request_timeout=request_timeout, num_prepare_threads=num_prepare_threads)
-    tune_process()  # startup heap out of the collector's way, GIL hand-offs sooner
+    tune_process()  # startup heap out of the collector's way (serve/tuning.py)
     logger.info("serving %s as %r on http://%s:%d (max_model_len %d, %d KV pages, %s)",
                 model, name, host, port, served.config.max_model_len, num_pages, where)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level,

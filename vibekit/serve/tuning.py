@@ -1,5 +1,5 @@
 """Process settings of the server's processes (the HTTP one and the engine core), applied once
-each is set up: `tune_process()` = `freeze_heap()` + a shorter GIL switch interval.
+each is set up: `tune_process()`, which is `freeze_heap()`.
 
 freeze_heap: keep the startup heap out of the garbage collector's way.
 
@@ -12,26 +12,19 @@ stream for ~0.2 s. gc.freeze() moves everything alive at startup into a permanen
 that collections skip; what is allocated later is collected as before. vLLM and SGLang do the
 same after start-up.
 
-The switch interval: each process runs one thread that does the work (the event loop, the
-engine thread) and helper threads that hand it messages (the pipe readers, the prepare
-workers). A helper that wakes up waits for the GIL until the busy thread drops it, by default
-after 5 ms (sys.getswitchinterval()); at concurrency 64 that wait sits on every hand-off of a
-request (HTTP -> pipe -> engine thread), so 0.5 ms brings time to first token down (see
-benchmarks/RESULTS.md, "engine core process: where the time goes").
+Not done: a shorter GIL switch interval (sys.setswitchinterval(0.0005)) was measured and
+dropped; it did not help on a quiet machine (benchmarks/RESULTS.md, "engine core process: where
+the time goes").
 """
 
 from __future__ import annotations
 
 import atexit
 import gc
-import sys
-
-SWITCH_INTERVAL_S = 0.0005
 
 
 def tune_process() -> None:
-    """freeze_heap() and sys.setswitchinterval(SWITCH_INTERVAL_S): once, before serving."""
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    """What a server process does once it is set up, before it serves: freeze_heap()."""
     freeze_heap()
 
 
