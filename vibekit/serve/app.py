@@ -51,9 +51,7 @@ def create_app(engine: AsyncEngine | Engine | EngineCoreClient,
     in characters, what can possibly fit). request_timeout: the deadline in seconds of requests
     that send no `timeout` (None: none). max_waiting: requests that may wait beyond the
     engine's max_num_seqs (429 past it; only when an Engine is given, an AsyncEngine has its
-    own). num_prepare_threads: worker threads that parse, render and tokenize requests (with
-    an EngineCoreClient, bodies up to limits.INLINE_PREPARE_BYTES are prepared on the event
-    loop, which is cheaper than the hand-off).
+    own). num_prepare_threads: worker threads that parse, render and tokenize requests.
 
     Example:
         app = create_app(Engine.from_pretrained("dummy:tiny-llama"), "tiny")
@@ -72,9 +70,6 @@ def create_app(engine: AsyncEngine | Engine | EngineCoreClient,
                           else limits.default_max_prompt_chars(engine.tokenizer, max_len))
     preparer = Preparer(engine, names, limit, request_timeout)
     pool = ThreadPoolExecutor(num_prepare_threads, thread_name_prefix="vibekit-prepare")
-    # small bodies on the loop, unless grammars compile in this process (thread mode): a small
-    # schema can still take long to compile
-    inline_bytes = limits.INLINE_PREPARE_BYTES if isinstance(engine, EngineCoreClient) else 0
     server_metrics = metrics.ServerMetrics()
     created = int(time.time())
 
@@ -110,10 +105,7 @@ def create_app(engine: AsyncEngine | Engine | EngineCoreClient,
         try:
             check_accepting()
             body = await limits.read_json_body(request, limit.max_body_bytes)
-            if len(body) <= inline_bytes:
-                job = prepare(body)
-            else:
-                job = await asyncio.get_running_loop().run_in_executor(pool, prepare, body)
+            job = await asyncio.get_running_loop().run_in_executor(pool, prepare, body)
             return await _serve(request, engine, job)
         except Exception as exc:
             return reply(exc)

@@ -18,10 +18,6 @@ from fastapi import Request
 from vibekit.serve.errors import APIError
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
-# Bodies up to this size are prepared (parsed, rendered, tokenized) on the event loop itself
-# when no grammar compiles in this process: that takes tens of microseconds, less than the two
-# thread hand-offs (and GIL waits) a worker thread costs; larger bodies go to the workers.
-INLINE_PREPARE_BYTES = 4096
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,7 @@
 """From a request body (bytes) to a serving.Job: parse, validate, render, tokenize.
 
-All of it is CPU work that grows with the body, so the app runs it in a worker thread, not on
-the event loop: a 5 MB prompt costs its own request time, not everyone's. (Bodies of at most
-limits.INLINE_PREPARE_BYTES run on the loop when grammars compile in the engine core: that costs
-less than the hand-off to a worker and back.) The cheap checks run
+All of it is CPU work that grows with the body, so the app runs it in a worker thread, never on
+the event loop: a 5 MB prompt costs its own request time, not everyone's. The cheap checks run
 before the expensive ones (the prompt's length in characters before it is tokenized).
 """
 
