@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib.util
 import json
 import multiprocessing
@@ -38,6 +39,7 @@ from vibekit import Engine, SamplingParams
 from vibekit.runtime.async_engine import AsyncEngine
 from vibekit.serve import create_app
 from vibekit.serve.engine_core import EngineCoreClient, load_engine
+from vibekit.serve.tuning import tune_process
 
 WORDS = ("page cache token batch prefill decode kernel tensor stream latency throughput "
          "scheduler prefix sample logits attention").split()
@@ -137,6 +139,15 @@ def run_level_sync(url: str, model: str, prompts: list[str], max_tokens: int,
     return asyncio.run(run_level(url, model, prompts, max_tokens, concurrency, client_kind))
 
 
+def client_init() -> None:
+    """The load generator's process: its startup heap out of the collector's way, as the
+    server's is (vibekit.serve.tuning), so its collections do not stall the streams it reads."""
+    if importlib.util.find_spec("aiohttp"):
+        import aiohttp  # noqa: F401 - imported before the freeze
+    gc.collect()
+    gc.freeze()
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
@@ -226,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             served = EngineCoreClient(load_engine, args.model, **options)
         servers[mode] = (served, *start_server(served, args.model))
-    client = multiprocessing.get_context("spawn").Pool(1)
+    tune_process()  # as run_server does once it is set up
+    client = multiprocessing.get_context("spawn").Pool(1, initializer=client_init)
     for _, _, _, url in servers.values():
         client.apply(run_level_sync, (url, args.model, make_prompts(rng, 4, "warm-http"), 4, 2,
                                       args.client))

@@ -79,7 +79,8 @@ def _serve(args: argparse.Namespace) -> int:
                    request_timeout=args.request_timeout, max_waiting=args.max_waiting,
                    chat_template=args.chat_template,
                    num_prepare_threads=args.prepare_threads,
-                   engine_process=args.engine_process, **options)
+                   engine_process=args.engine_process,
+                   engine_stall_timeout=args.engine_stall_timeout or None, **options)
     except KeyboardInterrupt:  # uvicorn re-raises SIGINT after its graceful shutdown
         pass
     return 0
@@ -205,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
                      default=_engine_process_default(),
                      help="run the scheduler and model loop in a process of their own (the "
                           "engine core); --no-engine-process: a thread of the server process")
+    srv.add_argument("--engine-stall-timeout", type=float, default=60.0,
+                     help="seconds the engine core may hold requests without progress before "
+                          "it is killed and its requests fail with 503 engine_stalled (0: no "
+                          "check; engine process only)")
     ray_ = srv.add_argument_group(
         "replicas (Ray Serve; needs the `ray` extra)",
         "--replicas N runs N engines behind one OpenAI ingress on Ray Serve, each request routed "

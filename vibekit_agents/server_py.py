@@ -1,5 +1,8 @@
 """Render a plan as a runnable server.py that serves the same stack through vibekit's public
-API (`Engine.from_pretrained`, `vibekit.serve.create_app`), with no vibekit_agents import."""
+API (`Engine.from_pretrained`, `vibekit.serve.create_app`), with no vibekit_agents import.
+
+Like `vibekit serve`, it runs the engine in a process of its own (`EngineCoreClient`, with the
+stall check) by default; `--no-engine-process` keeps it on a thread of the server process."""
 
 from __future__ import annotations
 
@@ -34,6 +37,8 @@ import uvicorn
 from vibekit import Engine, SamplingParams
 from vibekit.runtime.async_engine import AsyncEngine
 from vibekit.serve import create_app
+from vibekit.serve.engine_core import EngineCoreClient
+from vibekit.serve.tuning import tune_process
 
 MODEL = {source!r}
 DTYPE = {dtype!r}
@@ -47,6 +52,8 @@ PLAN = {plan_dict!r}
 
 
 def build_engine() -> Engine:
+    # NOTE: with the engine process (the default) this runs in that process, which imports
+    # this file by path (it is spawned): keep main() behind the __main__ guard below.
     if NUM_THREADS:
         torch.set_num_threads(NUM_THREADS)
     # ENGINE_OPTIONS holds enable_predictions = USE_PREDICTIONS: the engine itself ignores
@@ -61,13 +68,24 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--served-model-name", default={name!r})
     ap.add_argument("--check", action="store_true", help="build the engine, generate, exit")
+    ap.add_argument("--engine-process", action=argparse.BooleanOptionalAction, default=True,
+                    help="run the engine in a process of its own, as `vibekit serve` does "
+                         "(--no-engine-process: a thread of this process)")
+    ap.add_argument("--engine-stall-timeout", type=float, default=60.0,
+                    help="seconds the engine process may hold requests without progress "
+                         "before it is killed and they fail with 503 engine_stalled (0: off)")
     args = ap.parse_args()
-    engine = build_engine()
     if args.check:
-        out = engine.generate(["Hello"], SamplingParams(max_tokens=4, temperature=0.0))[0]
+        out = build_engine().generate(["Hello"], SamplingParams(max_tokens=4,
+                                                                temperature=0.0))[0]
         print("ok", out.token_ids)
         return
-    app = create_app(AsyncEngine(engine, start=False), args.served_model_name)
+    if args.engine_process:
+        served = EngineCoreClient(build_engine, stall_timeout=args.engine_stall_timeout or None)
+    else:
+        served = AsyncEngine(build_engine(), start=False)
+    app = create_app(served, args.served_model_name)
+    tune_process()  # as `vibekit serve` does: the startup heap frozen
     uvicorn.run(app, host=args.host, port=args.port)
 
 

@@ -40,3 +40,27 @@ def slow_engine(model: str, **options) -> Engine:
 
 def broken_engine(model: str, **options) -> Engine:
     raise ValueError(f"cannot build {model}: simulated bad checkpoint")
+
+
+HANG = 201  # a prompt with this token makes the forward sleep forever (a hung kernel)
+SLOW = 202  # ... sleep 0.6 s once per step (slower than a heartbeat, not a stall)
+
+
+def hanging_engine(model: str, **options) -> Engine:
+    """An engine whose steps take at least 10 ms, whose forward never returns when the HANG
+    token is in the batch, and takes 0.6 s more when the SLOW token is."""
+    engine = slow_engine(model, **options)
+    model_ = engine.runner.model
+    real_forward = model_.forward
+
+    def forward(input_ids, *args, **kwargs):
+        ids = input_ids.tolist()
+        if HANG in ids:
+            while True:
+                time.sleep(3600)
+        if SLOW in ids:
+            time.sleep(0.6)
+        return real_forward(input_ids, *args, **kwargs)
+
+    model_.forward = forward
+    return engine

@@ -20,7 +20,8 @@ def test_serve_help_shows_defaults_and_the_server_flags(capsys):
         main(["serve", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     for flag in ("--num-threads", "--num-draft-tokens", "--max-body-bytes", "--request-timeout",
-                 "--max-waiting", "--chat-template", "--engine-process", "--no-engine-process"):
+                 "--max-waiting", "--chat-template", "--engine-process", "--no-engine-process",
+                 "--engine-stall-timeout"):
         assert flag in out
     assert "(default: 8000)" in out and "(default: 8388608)" in out
 
@@ -48,3 +49,16 @@ def test_serve_batch_invariant_flag_reaches_the_engine_options(monkeypatch):
     seen.clear()
     main(["serve", "dummy:tiny-llama"])
     assert "batch_invariant" not in seen
+
+
+def test_serve_engine_stall_timeout_reaches_run_server_and_zero_turns_it_off(monkeypatch):
+    import vibekit.serve
+
+    seen = {}
+    monkeypatch.setattr(vibekit.serve, "run_server", lambda model, **kw: seen.update(kw))
+    main(["serve", "dummy:tiny-llama"])
+    assert seen["engine_stall_timeout"] == 60.0
+    main(["serve", "dummy:tiny-llama", "--engine-stall-timeout", "2.5"])
+    assert seen["engine_stall_timeout"] == 2.5
+    main(["serve", "dummy:tiny-llama", "--engine-stall-timeout", "0"])
+    assert seen["engine_stall_timeout"] is None

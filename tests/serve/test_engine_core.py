@@ -23,7 +23,15 @@ from vibekit.serve import create_app
 from vibekit.serve.engine_core import EngineCoreClient
 
 from .conftest import MODEL, greedy, serving
-from .core_helpers import POISON, broken_engine, poisoned_engine, slow_engine
+from .core_helpers import (
+    HANG,
+    POISON,
+    SLOW,
+    broken_engine,
+    hanging_engine,
+    poisoned_engine,
+    slow_engine,
+)
 
 OPTIONS = dict(max_model_len=256, num_pages=128, seed=0)
 
@@ -186,3 +194,53 @@ def test_no_process_outlives_the_server(sig):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("fault", ["hung forward", "frozen process"])
+def test_a_stalled_core_fails_its_requests_with_503_engine_stalled_not_hangs(fault):
+    timeout = 1.0
+    core = EngineCoreClient(hanging_engine, MODEL, stall_timeout=timeout, **OPTIONS)
+    app = create_app(core, MODEL, shutdown_timeout=5.0)
+    body = {"model": MODEL, "max_tokens": 200, "temperature": 0, "ignore_eos": True}
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t",
+                                         timeout=30) as c:
+                # a step slower than the heartbeat but within the timeout is no stall; nor is
+                # an idle core, however long it idles
+                slow = await c.post("/v1/completions",
+                                    json={**body, "prompt": [SLOW, 1], "max_tokens": 2})
+                await asyncio.sleep(1.5 * timeout)
+                streamed = asyncio.ensure_future(
+                    c.post("/v1/completions", json={**body, "prompt": "x", "stream": True}))
+                while core.stats()["num_running"] < 1:
+                    await asyncio.sleep(0.02)
+                start = time.monotonic()
+                if fault == "hung forward":
+                    plain = await c.post("/v1/completions", json={**body, "prompt": [HANG, 1]})
+                else:
+                    os.kill(core.process.pid, signal.SIGSTOP)
+                    plain = await c.post("/v1/completions", json={**body, "prompt": "y"})
+                streamed = await streamed
+                elapsed = time.monotonic() - start
+                after = await c.post("/v1/completions", json={**body, "prompt": "z"})
+                return (slow, streamed, plain, after, elapsed, await c.get("/health"),
+                        await c.get("/metrics"))
+
+    slow, streamed, plain, after, elapsed, health, metrics = asyncio.run(
+        asyncio.wait_for(main(), 60))
+    assert slow.status_code == 200, slow.text
+    assert elapsed < timeout + 5.0
+    why = "heartbeat kept coming" if fault == "hung forward" else "not even a heartbeat"
+    events = _events(streamed)
+    assert streamed.status_code == 200 and events[-1] == "[DONE]"
+    assert json.loads(events[-2])["error"]["code"] == "engine_stalled"
+    for r in (plain, after, health):
+        assert r.status_code == 503 and r.json()["error"]["code"] == "engine_stalled", r.text
+        message = r.json()["error"]["message"]
+        assert "made no progress" in message and why in message, message
+    assert "vibekit_engine_stalls_total 1.0" in metrics.text
+    assert "vibekit_engine_healthy 0.0" in metrics.text
+    assert not core.process.is_alive() and not core.is_running

@@ -23,6 +23,7 @@ from vibekit import AsyncEngine, Engine, RequestStream
 from vibekit.serve import limits, metrics, serving
 from vibekit.serve.engine_core import EngineCoreClient
 from vibekit.serve.errors import APIError, install_error_handlers
+from vibekit.serve.liveness import EngineStalledError
 from vibekit.serve.prepare import MAX_CHOICES, Preparer
 from vibekit.serve.responses import JSONResponse
 
@@ -113,8 +114,13 @@ def create_app(engine: AsyncEngine | Engine | EngineCoreClient,
     async def health() -> Response:
         check_accepting()
         if not engine.is_running:
-            raise APIError("the engine is not running", status_code=503, type="server_error",
-                           code="engine_dead" if engine.error else "shutting_down")
+            error = engine.error
+            if error is None:
+                raise APIError("the engine is not running", status_code=503,
+                               type="server_error", code="shutting_down")
+            code = "engine_stalled" if isinstance(error, EngineStalledError) else "engine_dead"
+            raise APIError(f"the engine is not running: {error}", status_code=503,
+                           type="server_error", code=code)
         return JSONResponse({"status": "ok"})
 
     @app.get("/metrics")

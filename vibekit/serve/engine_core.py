@@ -11,15 +11,18 @@ Wire: one duplex multiprocessing Pipe (a Unix socketpair), pickled tuples.
     server -> core   ("add", id, prompt, params, prediction, timeout) | ("abort", id, token)
                      | ("shutdown", graceful, timeout)
     core -> server   ("ready", info) | ("failed", error)
-                     | ("batch", items, stats, state) | ("stopped",)
+                     | ("batch", items, stats, state) | ("beat", iterations, idle)
+                     | ("stopped",)
 A batch carries everything one engine step produced, for every request: acceptances
 ("acc", id), rejections ("rej", id, error), outputs ("out", id, delta_ids, delta_text,
 finish_reason, prompt_ids, final) and errors ("err", id, error). Outputs carry only what is new
 (the prompt ids once, the whole text and ids once at the end); the client rebuilds the
-cumulative RequestOutput. Engine stats ride along when they changed. In the core, the engine
-thread itself sends each batch at the end of its loop iteration (AsyncEngine's deliveries run
-immediately into an outbox), so no second thread takes the GIL per step; a reader thread takes
-commands off the pipe and submits them to the engine thread.
+cumulative RequestOutput. Engine stats ride along when they changed. Beats are the core's
+liveness reports (vibekit.serve.liveness: a core that holds requests and makes no progress for
+`stall_timeout` seconds is killed and marked dead, its requests fail with 503 engine_stalled).
+In the core, the engine thread itself sends each batch at the end of its loop iteration
+(AsyncEngine's deliveries run immediately into an outbox), so no second thread takes the GIL per
+step; a reader thread takes commands off the pipe and submits them to the engine thread.
 
 Decided here:
 - Detokenization and stop strings stay in the core (the engine's OutputProcessor decides
@@ -65,6 +68,15 @@ from vibekit.runtime.async_engine import (
     _Add,
 )
 from vibekit.runtime.engine import Engine
+from vibekit.serve.liveness import (
+    DEFAULT_STALL_TIMEOUT,
+    EngineStalledError,
+    Heartbeat,
+    Watchdog,
+    beat_interval,
+    check_stall_timeout,
+)
+from vibekit.serve.tuning import tune_process
 
 logger = logging.getLogger("vibekit.serve")
 
@@ -103,20 +115,25 @@ class EngineCoreClient:
     factory(*args, **kwargs) builds the Engine in the core process (a picklable module-level
     callable; the default loads a checkpoint). Construction blocks until the engine is built
     (raises RuntimeError naming the cause if that fails within `startup_timeout` seconds).
-    max_waiting: as AsyncEngine's (the core keeps the waiting queue).
+    max_waiting: as AsyncEngine's (the core keeps the waiting queue). stall_timeout: seconds
+    the core may hold unfinished requests without progress before it is killed and marked dead
+    (EngineStalledError; None: never; see vibekit.serve.liveness).
     """
 
     def __init__(self, factory: Callable[..., Engine] = load_engine, *args: Any,
                  max_waiting: int | None = None, startup_timeout: float = 600.0,
+                 stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
                  **kwargs: Any) -> None:
         if max_waiting is not None and max_waiting < 0:
             raise ValueError(f"max_waiting={max_waiting} is invalid; it must be >= 0 or None")
+        check_stall_timeout(stall_timeout)
+        beat = None if stall_timeout is None else beat_interval(stall_timeout)
         ctx = multiprocessing.get_context("spawn")  # no fork of torch's threads
         self._conn, child = ctx.Pipe(duplex=True)
         # NOTE: not a daemon, so the core may start processes of its own (tensor-parallel
         # ranks); it stops when this process closes the pipe, at the latest at exit (_at_exit).
         self.process = ctx.Process(target=_core_main, name="vibekit-engine-core",
-                                   args=(child, factory, args, kwargs, max_waiting))
+                                   args=(child, factory, args, kwargs, max_waiting, beat))
         self.process.start()
         child.close()
         atexit.register(self._at_exit)
@@ -138,7 +155,11 @@ class EngineCoreClient:
         self._stats: dict[str, float] = info["stats"]
         self._reader = threading.Thread(target=self._read, name="vibekit-core-reader",
                                         daemon=True)
+        self._watchdog = None if stall_timeout is None else Watchdog(
+            stall_timeout, self._num_busy, self._stalled)
         self._reader.start()
+        if self._watchdog is not None:
+            self._watchdog.start()
 
     def _wait_ready(self, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -236,8 +257,13 @@ class EngineCoreClient:
         the add reaches its engine thread), where the engine masks with them."""
 
     def stats(self) -> dict[str, float]:
-        """AsyncEngine.stats() of the core, as of its latest report (at most ~50 ms old)."""
-        return dict(self._stats)
+        """AsyncEngine.stats() of the core, as of its latest report (at most ~50 ms old), plus
+        the liveness check's num_engine_stalls and seconds_without_progress."""
+        stats = dict(self._stats)
+        if self._watchdog is not None:
+            stats["num_engine_stalls"] = self._watchdog.num_stalls
+            stats["seconds_without_progress"] = self._watchdog.seconds_without_progress()
+        return stats
 
     def shutdown(self, graceful: bool = True, timeout: float = 30.0) -> None:
         """As AsyncEngine.shutdown; then the core process exits (killed if it does not)."""
@@ -247,12 +273,15 @@ class EngineCoreClient:
                 self._send(("shutdown", graceful, timeout), force=True)
             except (EngineDeadError, EngineClosedError, OSError):
                 pass
-        self.process.join(timeout + 10.0)
+        # NOTE: the reader thread reaps the core (its join) once the pipe closes; waiting on
+        # the reader first keeps two threads from calling waitpid at once (the loser gets
+        # ECHILD, and is_alive() then says True of a process that has exited).
+        self._reader.join(timeout + 10.0)
+        self.process.join(10.0)
         if self.process.is_alive():
             logger.error("the engine core did not stop; killing it")
             self.process.kill()
-            self.process.join(5)
-        self._reader.join(5)
+            self._reader.join(10.0)
 
     def _at_exit(self) -> None:
         """At interpreter exit (before multiprocessing joins its children): close the pipe,
@@ -267,12 +296,17 @@ class EngineCoreClient:
     # -- plumbing -------------------------------------------------------------------------------
 
     def _check_accepting(self) -> None:
-        if self._state == "dead" or (self._state == "running" and not self.process.is_alive()):
+        # NOTE: the state alone, no waitpid (is_alive) per request: the reader thread turns it
+        # "dead" once the core's end of the pipe closes, and a send to a dead core fails anyway.
+        if self._state == "running":
+            return
+        if isinstance(self._error, EngineStalledError):
+            raise _copy(self._error)
+        if self._state == "dead":
             why = self._error or (f"the engine core process exited unexpectedly (exit code "
                                   f"{self.process.exitcode})")
             raise EngineDeadError(f"the engine core is not running: {why}")
-        if self._state != "running":
-            raise EngineClosedError("the engine is shutting down; no new requests")
+        raise EngineClosedError("the engine is shutting down; no new requests")
 
     def _send(self, msg: tuple[Any, ...], force: bool = False) -> None:
         if not force:
@@ -299,7 +333,12 @@ class EngineCoreClient:
             while True:
                 msg = self._conn.recv()
                 if msg[0] == "batch":
+                    if self._watchdog is not None:
+                        self._watchdog.progress()
                     self._on_batch(msg[1], msg[2], msg[3])
+                elif msg[0] == "beat":
+                    if self._watchdog is not None:
+                        self._watchdog.beat(msg[1], msg[2])
                 elif msg[0] == "stopped":
                     stopped = True
         except (EOFError, OSError):
@@ -308,7 +347,11 @@ class EngineCoreClient:
             logger.exception("the engine core client's reader failed")
             self._error = exc
         self.process.join(5)
-        if stopped and self._error is None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
+        if isinstance(self._error, EngineStalledError):
+            self._finish("dead", self._error)
+        elif stopped and self._error is None:
             self._finish("stopped", EngineClosedError("the engine shut down"))
         else:
             code = self.process.exitcode
@@ -317,6 +360,17 @@ class EngineCoreClient:
             logger.error("%s", self._error)
             self._finish("dead", EngineDeadError(f"the engine core is not running: "
                                                  f"{self._error}"))
+
+    def _num_busy(self) -> int:
+        """What the core holds for us (the watchdog's thread reads it): requests and aborts."""
+        return len(self._live) + len(self._acks) if self._state == "running" else 0
+
+    def _stalled(self, message: str) -> None:
+        """The watchdog's verdict: fail everything with the stall and kill the core (the reader
+        then reads EOF and fails every waiter with this error)."""
+        self._error = EngineStalledError(message)
+        self._state = "dead"
+        self.process.kill()
 
     def _on_batch(self, items: list[tuple[Any, ...]], stats: dict[str, float] | None,
                   state: tuple[bool, BaseException | None] | None) -> None:
@@ -484,7 +538,20 @@ class _CoreEngine(AsyncEngine):
 
     def _dispatch(self, outputs: list[RequestOutput]) -> None:
         super()._dispatch(outputs)
+        heartbeat = self.core.heartbeat
+        if heartbeat is not None:
+            heartbeat.iterations += 1
         self.core.flush()  # everything this iteration produced, as one message
+
+    def _take_commands(self, block: bool) -> list[Any]:
+        heartbeat = self.core.heartbeat
+        if not block or heartbeat is None:
+            return super()._take_commands(block)
+        heartbeat.idle = True  # waiting for work: nothing can be stuck meanwhile
+        try:
+            return super()._take_commands(block)
+        finally:
+            heartbeat.idle = False
 
     def _close(self, state: str, error: BaseException) -> None:
         super()._close(state, error)
@@ -495,7 +562,8 @@ class _Core:
     """The core process: a reader thread takes commands off the pipe and submits them to the
     engine thread, which sends what each of its iterations produced as one batch."""
 
-    def __init__(self, conn: Any, engine: Engine, max_waiting: int | None) -> None:
+    def __init__(self, conn: Any, engine: Engine, max_waiting: int | None,
+                 beat: float | None) -> None:
         self.conn = conn
         self.lock = threading.Lock()  # guards items, pending and the pipe's sending end
         self.items: list[tuple[Any, ...]] = []
@@ -505,6 +573,7 @@ class _Core:
         self.compiler = ThreadPoolExecutor(1, thread_name_prefix="vibekit-core-compile")
         self.stop = threading.Event()
         self.closing = False
+        self.heartbeat = None if beat is None else Heartbeat(self.beat, beat)
         self.ae = _CoreEngine(engine, self, max_waiting)
 
     def ready_info(self) -> dict[str, Any]:
@@ -563,6 +632,10 @@ class _Core:
                 self.send(("batch", items, stats, state))
             if final is not None:
                 self.send(final)
+
+    def beat(self, msg: tuple[Any, ...]) -> None:
+        with self.lock:
+            self.send(msg)
 
     def send(self, msg: tuple[Any, ...]) -> None:
         try:
@@ -643,7 +716,7 @@ class _Core:
 
 
 def _core_main(conn: Any, factory: Callable[..., Engine], args: tuple[Any, ...],
-               kwargs: dict[str, Any], max_waiting: int | None) -> None:
+               kwargs: dict[str, Any], max_waiting: int | None, beat: float | None) -> None:
     """The core process: build the engine, then serve the pipe until shutdown or EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server drains on Ctrl-C, then stops us
     try:
@@ -652,10 +725,15 @@ def _core_main(conn: Any, factory: Callable[..., Engine], args: tuple[Any, ...],
         conn.send(("failed", _portable(exc)))
         return
     try:
-        core = _Core(conn, engine, max_waiting)
+        core = _Core(conn, engine, max_waiting, beat)
+        tune_process()  # the model's heap out of the collector's way (serve/tuning.py)
         conn.send(("ready", core.ready_info()))
         threading.Thread(target=core.read, name="vibekit-core-commands", daemon=True).start()
+        if core.heartbeat is not None:
+            core.heartbeat.start()
         core.stop.wait()
+        if core.heartbeat is not None:
+            core.heartbeat.stop()
         core.compiler.shutdown(wait=False, cancel_futures=True)
     finally:
         engine.close()

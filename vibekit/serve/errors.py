@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vibekit import EngineClosedError, EngineDeadError, InvalidRequestError
 from vibekit.runtime.async_engine import DeadlineExceededError, QueueFullError, StepFailedError
+from vibekit.serve.liveness import EngineStalledError
 
 logger = logging.getLogger("vibekit.serve")
 
@@ -86,6 +87,9 @@ def from_engine_error(exc: Exception) -> APIError:
         logger.error("request failed in the engine: %s", exc)
         return APIError(f"The engine failed on this request: {exc}", status_code=500,
                         type="server_error", code="engine_step_failed")
+    if isinstance(exc, EngineStalledError):
+        return APIError(f"The engine is not running: {exc}", status_code=503,
+                        type="server_error", code="engine_stalled")
     if isinstance(exc, EngineDeadError):
         return APIError(f"The engine is not running: {exc}", status_code=503,
                         type="server_error", code="engine_dead")

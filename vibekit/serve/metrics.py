@@ -60,6 +60,12 @@ def render(stats: dict[str, float], server: ServerMetrics, healthy: bool) -> str
            one("prefix_hit_rate"))
     metric("http_errors_total", "counter", "Error responses by status code.",
            [(f'{{status="{code}"}}', n) for code, n in sorted(server.errors.items())])
+    metric("engine_stalls_total", "counter",
+           "Times the engine core held requests without progress for the stall timeout (it "
+           "was then killed).", one("num_engine_stalls"))
+    metric("engine_seconds_without_progress", "gauge",
+           "How long the engine core has held requests without progress (0 while it holds "
+           "none; process mode only).", one("seconds_without_progress"))
     metric("engine_healthy", "gauge", "1 while the engine thread serves requests.",
            [("", 1 if healthy else 0)])
     return "\n".join(lines) + "\n"

@@ -20,7 +20,7 @@ def run_server(model: str, host: str = "127.0.0.1", port: int = 8000,
                max_body_bytes: int = 8 * 1024 * 1024, request_timeout: float | None = None,
                max_waiting: int | None = None, chat_template: str | None = None,
                num_prepare_threads: int = 2, engine_process: bool = ENGINE_PROCESS_DEFAULT,
-               **engine_options: Any) -> None:
+               engine_stall_timeout: float | None = 60.0, **engine_options: Any) -> None:
     """Serve `model` (an HF folder, "dummy:<preset>" or "zoo:<name>") until SIGINT/SIGTERM.
 
     engine_options go to Engine.from_pretrained (max_model_len, page_size, num_pages,
@@ -30,7 +30,10 @@ def run_server(model: str, host: str = "127.0.0.1", port: int = 8000,
     tokenizer that has none. The other options are create_app's. uvicorn uses uvloop and
     httptools when they are installed (the serve extra). engine_process: run the scheduler and
     model loop in a process of its own (EngineCoreClient), so HTTP work never shares their GIL;
-    False: an engine thread in this process (AsyncEngine).
+    False: an engine thread in this process (AsyncEngine). engine_stall_timeout: seconds the
+    engine core may hold requests without progress before it is killed and marked dead (its
+    requests get 503 engine_stalled, /health turns 503; None: no check; engine_process only;
+    see vibekit.serve.liveness).
 
     Example: `run_server("dummy:tiny-llama", port=8000, max_model_len=1024)`
     """
@@ -39,6 +42,7 @@ def run_server(model: str, host: str = "127.0.0.1", port: int = 8000,
     from vibekit import AsyncEngine, Engine
     from vibekit.serve.app import create_app
     from vibekit.serve.speech import is_speech_model, run_speech_server
+    from vibekit.serve.tuning import tune_process
 
     if is_speech_model(model):  # speech recognition: /v1/audio/transcriptions (serve/speech.py)
         speech_options = {k: v for k, v in engine_options.items() if k in _SPEECH_OPTIONS}
@@ -50,7 +54,7 @@ def run_server(model: str, host: str = "127.0.0.1", port: int = 8000,
         from vibekit.serve.engine_core import EngineCoreClient, load_engine
 
         served = EngineCoreClient(load_engine, model, dtype, device, max_waiting=max_waiting,
-                                  **engine_options)
+                                  stall_timeout=engine_stall_timeout, **engine_options)
         where = f"engine core process {served.process.pid}"
         num_pages = served.num_pages
     else:
@@ -69,6 +73,7 @@ def run_server(model: str, host: str = "127.0.0.1", port: int = 8000,
     app = create_app(served, name,
                      shutdown_timeout=shutdown_timeout, max_body_bytes=max_body_bytes,
                      request_timeout=request_timeout, num_prepare_threads=num_prepare_threads)
+    tune_process()  # startup heap out of the collector's way (serve/tuning.py)
     logger.info("serving %s as %r on http://%s:%d (max_model_len %d, %d KV pages, %s)",
                 model, name, host, port, served.config.max_model_len, num_pages, where)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
