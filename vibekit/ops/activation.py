@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from vibekit.ops.cpu_extension import DECODE
 from vibekit.ops.registry import register, resolve, set_auto_order
 
 
@@ -21,8 +22,6 @@ def silu_and_mul_cpu(x: torch.Tensor) -> torch.Tensor:
     """C++ SiLU-and-mul (vibekit/ops/csrc/decode_cpu.cpp): the math of `silu_and_mul_ref`
     (silu in float32, rounded to x's dtype before the product) with the C library's expf, not
     torch's vectorized exp (they agree to float32 rounding). Other dtypes take the reference."""
-    from vibekit.ops.cpu_extension import DECODE
-
     module = DECODE.get()
     if (module is None or x.dtype not in (torch.float32, torch.bfloat16)
             or x.device.type != "cpu" or x.dim() == 0 or x.shape[-1] % 2):
@@ -39,13 +38,8 @@ def silu_and_mul(x: torch.Tensor, backend: str = "auto") -> torch.Tensor:
     return resolve("silu_and_mul", backend, x.device)(x)
 
 
-def _decode_kernels_available() -> bool:
-    from vibekit.ops.cpu_extension import DECODE
-
-    return DECODE.available()
-
 
 register("silu_and_mul", "ref", silu_and_mul_ref)
-register("silu_and_mul", "cpu", silu_and_mul_cpu, available=_decode_kernels_available)
+register("silu_and_mul", "cpu", silu_and_mul_cpu, available=DECODE.available)
 set_auto_order("silu_and_mul", "cpu", ("cpu", "ref"))
 register("silu_and_mul", "triton", "vibekit.ops.triton.activation:silu_and_mul_triton")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from vibekit.ops.cpu_extension import DECODE
 from vibekit.ops.registry import register, resolve, set_auto_order
 
 
@@ -30,8 +31,6 @@ def kv_append_cpu(
 ) -> None:
     """C++ scatter (vibekit/ops/csrc/decode_cpu.cpp): one memcpy per token and cache, no mask,
     no temporaries; other layouts or a cache dtype that differs from k's take the reference."""
-    from vibekit.ops.cpu_extension import DECODE
-
     module = DECODE.get()
     if (module is None or k.dtype != k_cache.dtype or v.dtype != v_cache.dtype
             or k.dim() != 3 or k.stride(-1) != 1 or k.stride(1) != k.shape[2]
@@ -42,11 +41,6 @@ def kv_append_cpu(
     sm = slot_mapping if slot_mapping.dtype == torch.int64 else slot_mapping.long()
     module.kv_append(k, v, k_cache, v_cache, sm.contiguous())
 
-
-def _decode_kernels_available() -> bool:
-    from vibekit.ops.cpu_extension import DECODE
-
-    return DECODE.available()
 
 
 def kv_append(
@@ -63,6 +57,6 @@ def kv_append(
 
 
 register("kv_append", "ref", kv_append_ref)
-register("kv_append", "cpu", kv_append_cpu, available=_decode_kernels_available)
+register("kv_append", "cpu", kv_append_cpu, available=DECODE.available)
 set_auto_order("kv_append", "cpu", ("cpu", "ref"))
 register("kv_append", "triton", "vibekit.ops.triton.kv_append:kv_append_triton")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from vibekit.ops.cpu_extension import DECODE
 from vibekit.ops.registry import register, resolve, set_auto_order
 
 
@@ -24,8 +25,6 @@ def rms_norm_cpu(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Ten
     per row, so a row's bits never depend on the other rows. Not torch's bits: the reference
     sums in another order (they agree to float32 rounding). Other dtypes, or a weight of another
     dtype than x (the reference then promotes), take the reference."""
-    from vibekit.ops.cpu_extension import DECODE
-
     module = DECODE.get()
     if (module is None or x.dtype not in (torch.float32, torch.bfloat16)
             or weight.dtype != x.dtype or x.device.type != "cpu" or x.dim() == 0):
@@ -45,13 +44,8 @@ def rms_norm(
     return resolve("rms_norm", backend, x.device)(x, weight, eps)
 
 
-def _decode_kernels_available() -> bool:
-    from vibekit.ops.cpu_extension import DECODE
-
-    return DECODE.available()
-
 
 register("rms_norm", "ref", rms_norm_ref)
-register("rms_norm", "cpu", rms_norm_cpu, available=_decode_kernels_available)
+register("rms_norm", "cpu", rms_norm_cpu, available=DECODE.available)
 set_auto_order("rms_norm", "cpu", ("cpu", "ref"))
 register("rms_norm", "triton", "vibekit.ops.triton.norm:rms_norm_triton")

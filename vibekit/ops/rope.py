@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from vibekit.ops.cpu_extension import DECODE
 from vibekit.ops.registry import register, resolve, set_auto_order
 
 
@@ -79,8 +80,6 @@ def apply_rope_cpu(
     """C++ RoPE (vibekit/ops/csrc/decode_cpu.cpp): the same bits as `apply_rope_ref` in one call
     (q, k may be strided views, e.g. of a fused qkv output). Other layouts or dtypes take the
     reference."""
-    from vibekit.ops.cpu_extension import DECODE
-
     module = DECODE.get()
     if (module is None or q.dtype not in (torch.float32, torch.bfloat16) or q.dtype != k.dtype
             or q.stride(-1) != 1 or k.stride(-1) != 1 or cos_cache.dtype != torch.float32):
@@ -100,13 +99,8 @@ def apply_rope(
     return resolve("apply_rope", backend, q.device)(q, k, positions, cos_cache, sin_cache)
 
 
-def _decode_kernels_available() -> bool:
-    from vibekit.ops.cpu_extension import DECODE
-
-    return DECODE.available()
-
 
 register("apply_rope", "ref", apply_rope_ref)
-register("apply_rope", "cpu", apply_rope_cpu, available=_decode_kernels_available)
+register("apply_rope", "cpu", apply_rope_cpu, available=DECODE.available)
 register("apply_rope", "triton", "vibekit.ops.triton.rope:apply_rope_triton")
 set_auto_order("apply_rope", "cpu", ("cpu", "ref"))
