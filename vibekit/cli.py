@@ -143,6 +143,19 @@ _TP_HELP = ("shard the model over N ranks (torch.distributed: gloo on cpu, NCCL 
             "dense llama-family models only")
 
 
+def _build_kernels(args: argparse.Namespace) -> int:
+    import time
+
+    from vibekit.ops.cpu_extension import build_all
+
+    t0 = time.perf_counter()
+    status = build_all()
+    for kernel, state in status.items():
+        print(f"{kernel}: {state}")
+    print(f"{time.perf_counter() - t0:.0f} s")
+    return 0 if all(s == "ok" for s in status.values()) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     from vibekit import __version__
 
@@ -160,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--device", default="cpu")
     gen.add_argument("--tensor-parallel-size", type=int, default=1, help=_TP_HELP)
     gen.set_defaults(func=_generate)
+    kern = sub.add_parser("build-kernels", help="build the CPU kernels now (the engine builds "
+                          "each on first use; cached under ~/.cache/vibekit/kernels or "
+                          "$VIBEKIT_KERNEL_CACHE)")
+    kern.set_defaults(func=_build_kernels)
     srv = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API",
                          formatter_class=_DefaultsFormatter)
     srv.add_argument("model", help="HF folder, dummy:<preset> or zoo:<name>")

@@ -62,3 +62,14 @@ def test_serve_engine_stall_timeout_reaches_run_server_and_zero_turns_it_off(mon
     assert seen["engine_stall_timeout"] == 2.5
     main(["serve", "dummy:tiny-llama", "--engine-stall-timeout", "0"])
     assert seen["engine_stall_timeout"] is None
+
+
+def test_build_kernels_reports_every_cpu_kernel(capsys):
+    from vibekit.ops.cpu_extension import build_all
+
+    expected = build_all()  # cached after the first build
+    assert set(expected) == {"linear", "attention", "decode", "model"}
+    rc = main(["build-kernels"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:4] == [f"{k}: {v}" for k, v in expected.items()]
+    assert rc == (0 if all(v == "ok" for v in expected.values()) else 1)

@@ -10,12 +10,6 @@ import vibekit.models  # noqa: F401
 # Build (or import the cached build of) every CPU kernel here, before any child installs its
 # audit hook: a build spawns the compiler and writes the kernel cache, which the judge records as
 # a candidate's spawn and a write outside its scratch folder.
-from vibekit.ops.attention_cpu import attention_kernel_available  # noqa: E402
-from vibekit.ops.cpu_extension import DECODE  # noqa: E402
-from vibekit.ops.linear import cpu_kernel_available  # noqa: E402
-from vibekit.ops.model_cpu import MODEL  # noqa: E402
+from vibekit.ops.cpu_extension import build_all  # noqa: E402
 
-cpu_kernel_available()
-attention_kernel_available()
-DECODE.available()
-MODEL.available()
+build_all()
