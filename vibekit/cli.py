@@ -146,7 +146,7 @@ _TP_HELP = ("shard the model over N ranks (torch.distributed: gloo on cpu, NCCL 
 def _build_kernels(args: argparse.Namespace) -> int:
     import time
 
-    from vibekit.ops.cpu_extension import build_all
+    from vibekit.ops.build_kernels import build_all
 
     t0 = time.perf_counter()
     status = build_all()

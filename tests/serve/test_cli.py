@@ -65,7 +65,7 @@ def test_serve_engine_stall_timeout_reaches_run_server_and_zero_turns_it_off(mon
 
 
 def test_build_kernels_reports_every_cpu_kernel(capsys):
-    from vibekit.ops.cpu_extension import build_all
+    from vibekit.ops.build_kernels import build_all
 
     expected = build_all()  # cached after the first build
     assert set(expected) == {"linear", "attention", "decode", "model"}

@@ -111,23 +111,8 @@ class CpuExtension:
         return self.get() is not None
 
 
-# The small per-token ops (RoPE, KV append; csrc/decode_cpu.cpp): plain C++, no AVX512 needed.
-DECODE = CpuExtension("decode_cpu.cpp", "RoPE / KV append kernels",
+# The small per-token ops (RoPE, KV append, RMSNorm, SiLU-and-mul; csrc/decode_cpu.cpp): plain
+# C++, no AVX512 needed.
+DECODE = CpuExtension("decode_cpu.cpp", "RoPE / KV append / RMSNorm / SiLU kernels",
                       cflags=("-O3", "-ffp-contract=off", "-fopenmp"), required_flags=())
-
-
-def build_all() -> dict[str, str]:
-    """Build (or import the cached build of) every CPU kernel now; name -> "ok" or the reason.
-
-    The engine builds each on first use; this does it ahead (CI, a container image, a sandbox's
-    preload): `vibekit build-kernels`."""
-    from vibekit.ops.attention_cpu import _KERNEL as ATTENTION
-    from vibekit.ops.linear import _KERNEL as LINEAR
-    from vibekit.ops.model_cpu import MODEL
-
-    out = {}
-    for name, ext in (("linear", LINEAR), ("attention", ATTENTION), ("decode", DECODE),
-                      ("model", MODEL)):
-        out[name] = "ok" if ext.available() else ext.reason
-    return out
 

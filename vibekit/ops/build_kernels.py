@@ -1,0 +1,20 @@
+"""Build every CPU kernel ahead of first use: `build_all()`, or `vibekit build-kernels`."""
+
+from __future__ import annotations
+
+from vibekit.ops.attention_cpu import _KERNEL as ATTENTION
+from vibekit.ops.cpu_extension import DECODE
+from vibekit.ops.linear import _KERNEL as LINEAR
+from vibekit.ops.model_cpu import MODEL
+
+
+def build_all() -> dict[str, str]:
+    """Build (or import the cached build of) every CPU kernel now; name -> "ok" or the reason.
+
+    The engine builds each on first use; this does it ahead (CI, a container image, a sandbox's
+    preload): `vibekit build-kernels`."""
+    out = {}
+    for name, ext in (("linear", LINEAR), ("attention", ATTENTION), ("decode", DECODE),
+                      ("model", MODEL)):
+        out[name] = "ok" if ext.available() else ext.reason
+    return out
