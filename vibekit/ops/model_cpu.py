@@ -21,18 +21,14 @@ from typing import Any
 import torch
 
 from vibekit.ops.cpu_extension import CpuExtension
+from vibekit.ops.linear import _CFLAGS, _EMPTY, _KIND, _REQUIRED_FLAGS
 
 logger = logging.getLogger(__name__)
 
-# The linear kernel's instructions (the file includes it) and its flags.
-_REQUIRED_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni", "fma")
-_CFLAGS = ("-O3", "-ffp-contract=off", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16",
-           "-mavx512vnni", "-mfma", "-fopenmp")
+# The linear kernel's instructions and flags: this file includes its source.
 MODEL = CpuExtension("model_cpu.cpp", "fused llama forward (using the per-op forward)",
-                     cflags=_CFLAGS, required_flags=_REQUIRED_FLAGS,
+                     cflags=tuple(_CFLAGS), required_flags=_REQUIRED_FLAGS,
                      depends=("linear_cpu.cpp", "attention_cpu.cpp", "decode_cpu.cpp"))
-_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.int8: 2}
-_EMPTY = torch.empty(0)
 
 
 def _linear_args(layer: Any) -> dict[str, Any] | None:
