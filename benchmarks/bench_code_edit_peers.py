@@ -131,13 +131,7 @@ def main() -> None:
     try:
         def job(w, i, check=False):
             pred = [preds[i]] if w.label.startswith("vibekit predicted") else None
-            w.proc.stdin.write(json.dumps({"prompts": [prompts[i]], "out_lens": [out_lens[i]],
-                                           "predictions": pred, "all": check}) + "\n")
-            w.proc.stdin.flush()
-            line = w.proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"{w.label} died: {w.log.read_text()[-800:]}")
-            return json.loads(line)
+            return w.run([prompts[i]], [out_lens[i]], predictions=pred, all=check)
 
         for w in ws:  # warm-up, and every output checked once
             for i in range(len(prompts)):

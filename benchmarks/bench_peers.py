@@ -86,8 +86,10 @@ class Worker:
             return False
         return True
 
-    def run(self, prompts, out_lens) -> dict:
-        self.proc.stdin.write(json.dumps({"prompts": prompts, "out_lens": out_lens}) + "\n")
+    def run(self, prompts, out_lens, **extra) -> dict:
+        """One job (peer_worker.py's protocol; `extra`: predictions, all)."""
+        self.proc.stdin.write(json.dumps({"prompts": prompts, "out_lens": out_lens, **extra})
+                              + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
