@@ -80,7 +80,8 @@ def _serve(args: argparse.Namespace) -> int:
                    chat_template=args.chat_template,
                    num_prepare_threads=args.prepare_threads,
                    engine_process=args.engine_process,
-                   engine_stall_timeout=args.engine_stall_timeout or None, **options)
+                   engine_stall_timeout=args.engine_stall_timeout or None,
+                   grammar_compile_timeout=args.grammar_compile_timeout or None, **options)
     except KeyboardInterrupt:  # uvicorn re-raises SIGINT after its graceful shutdown
         pass
     return 0
@@ -227,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
                      help="seconds the engine core may hold requests without progress before "
                           "it is killed and its requests fail with 503 engine_stalled (0: no "
                           "check; engine process only)")
+    srv.add_argument("--grammar-compile-timeout", type=float, default=60.0,
+                     help="seconds a response_format's grammar may take to compile before its "
+                          "request gets a 400 (0: no limit); the compile finishes in the "
+                          "background and is cached for the next request with that schema")
     ray_ = srv.add_argument_group(
         "replicas (Ray Serve; needs the `ray` extra)",
         "--replicas N runs N engines behind one OpenAI ingress on Ray Serve, each request routed "

@@ -64,3 +64,23 @@ def hanging_engine(model: str, **options) -> Engine:
 
     model_.forward = forward
     return engine
+
+
+HANG_SCHEMA = "hang-forever"  # a response_format whose json_schema has this name never compiles
+
+
+def slow_grammar_engine(model: str, **options) -> Engine:
+    """An engine whose grammar compile never returns for a json_schema named HANG_SCHEMA (a
+    pathological schema); every other format compiles as usual."""
+    engine = Engine.from_pretrained(model, **options)
+    grammars = engine.grammars
+    real = grammars.request_grammar
+
+    def request_grammar(response_format):
+        if (response_format or {}).get("json_schema", {}).get("name") == HANG_SCHEMA:
+            while True:
+                time.sleep(3600)
+        return real(response_format)
+
+    grammars.request_grammar = request_grammar
+    return engine

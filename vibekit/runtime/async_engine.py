@@ -25,6 +25,8 @@ import threading
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +58,16 @@ class QueueFullError(RuntimeError):
 
 class DeadlineExceededError(RuntimeError):
     """The request ran past its deadline; it was aborted and its KV pages freed."""
+
+
+class GrammarCompileTimeoutError(InvalidRequestError):
+    """A response_format's grammar did not compile within the engine's grammar_compile_timeout.
+    The compile goes on in the background (a thread cannot be stopped) and its result is cached,
+    so the same schema sent again is served once it is done."""
+
+
+DEFAULT_GRAMMAR_COMPILE_TIMEOUT = 60.0
+_COMPILE_WORKERS = 4
 
 
 class StepFailedError(RuntimeError):
@@ -184,6 +196,13 @@ class _Totals:
 _RUNNING, _CLOSING, _STOPPED, _DEAD = "running", "closing", "stopped", "dead"
 
 
+def check_compile_timeout(timeout: float | None) -> None:
+    """ValueError unless `timeout` is None or a positive number of seconds."""
+    if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise ValueError(f"grammar_compile_timeout={timeout!r} is invalid; it must be a positive "
+                         "number of seconds or None (no limit)")
+
+
 class AsyncEngine:
     """Serve one Engine to asyncio code.
 
@@ -200,12 +219,18 @@ class AsyncEngine:
     raises EngineDeadError instead of hanging.
 
     max_waiting: how many requests may wait beyond the engine's max_num_seqs running ones
-    (None: unbounded); past that, add_request raises QueueFullError.
+    (None: unbounded); past that, add_request raises QueueFullError. grammar_compile_timeout:
+    seconds `compile_grammar` waits for a response_format's grammar before it refuses the
+    request with GrammarCompileTimeoutError (None: no limit).
     """
 
-    def __init__(self, engine: Engine, start: bool = True, max_waiting: int | None = None) -> None:
+    def __init__(self, engine: Engine, start: bool = True, max_waiting: int | None = None,
+                 grammar_compile_timeout: float | None = DEFAULT_GRAMMAR_COMPILE_TIMEOUT) -> None:
         if max_waiting is not None and max_waiting < 0:
             raise ValueError(f"max_waiting={max_waiting} is invalid; it must be >= 0 or None")
+        check_compile_timeout(grammar_compile_timeout)
+        self.grammar_compile_timeout = grammar_compile_timeout
+        self._compile_slots = threading.BoundedSemaphore(_COMPILE_WORKERS)  # compiles at once
         self.engine = engine
         self.tokenizer = engine.tokenizer
         self.model_config = engine.model_config
@@ -289,16 +314,84 @@ class AsyncEngine:
         the engine core process does: vibekit.serve.engine_core)."""
         return RequestStream(self, request_id, loop, coalesce)
 
-    def compile_grammar(self, response_format: dict[str, Any] | None) -> None:
+    def compile_grammar(self, response_format: dict[str, Any] | None,
+                        timeout: float | None = None) -> None:
         """Compile a response_format's grammar into the engine's grammar cache now, from any
         thread, so that add_request finds it compiled: a large schema can take long to compile,
         and this keeps that off the engine thread that serves everyone. Raises
-        InvalidRequestError for a format that does not parse or compile."""
+        InvalidRequestError for a format that does not parse or compile.
+
+        The compile runs in a worker thread and is waited for at most the engine's
+        grammar_compile_timeout, or `timeout` (the request's time left) if that is shorter:
+        past it, GrammarCompileTimeoutError, or DeadlineExceededError when the request's own
+        deadline was the limit. At most a few compiles run at once; one that never finishes
+        holds its thread, the others keep compiling, and a compile that cannot start within
+        its limit is refused the same way, so a pathological schema never blocks the requests
+        that have none. `compile_grammar_async` is the same for async callers (no thread
+        waits)."""
+        started = self._start_compile(response_format, timeout)
+        if started is None:
+            return
+        future, limit = started
+        try:
+            future.result(limit)
+        except FutureTimeout:
+            raise self._compile_timeout(limit, timeout) from None
+
+    async def compile_grammar_async(self, response_format: dict[str, Any] | None,
+                                    timeout: float | None = None) -> None:
+        """compile_grammar, awaited on the event loop instead of blocking a thread."""
+        started = self._start_compile(response_format, timeout)
+        if started is None:
+            return
+        future, limit = started
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), limit)
+        except asyncio.TimeoutError:
+            raise self._compile_timeout(limit, timeout) from None
+
+    def _start_compile(self, response_format: dict[str, Any] | None,
+                       timeout: float | None) -> tuple[Future[None], float | None] | None:
+        """(a future done when the grammar is compiled, the seconds to wait for it), or None
+        when there is nothing to compile."""
         # NOTE: reaches into Engine.grammars (a thread-safe cache); an engine without one
         # compiles in add_request as before.
         backend = getattr(self.engine, "grammars", None)
-        if backend is not None and response_format is not None:
-            backend.request_grammar(response_format)
+        if backend is None or response_format is None:
+            return None
+        limits = [t for t in (self.grammar_compile_timeout, timeout) if t is not None]
+        limit = max(0.0, min(limits)) if limits else None
+        future: Future[None] = Future()
+        future.set_running_or_notify_cancel()
+
+        def work() -> None:
+            if not self._compile_slots.acquire(timeout=-1 if limit is None else limit):
+                return  # the waiter has timed out by now
+            try:
+                backend.request_grammar(response_format)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by the waiter
+                future.set_exception(exc)
+            else:
+                future.set_result(None)
+            finally:
+                self._compile_slots.release()
+
+        # NOTE: a daemon thread per compile, not a ThreadPoolExecutor: the interpreter joins
+        # an executor's workers at exit, and a compile that never returns would then keep the
+        # process alive. Starting one is ~0.1 ms, next to a compile or a cache lookup.
+        threading.Thread(target=work, name="vibekit-grammar", daemon=True).start()
+        return future, limit
+
+    def _compile_timeout(self, limit: float | None, timeout: float | None) -> Exception:
+        if timeout is not None and limit is not None and timeout <= limit:
+            return DeadlineExceededError(
+                f"the request ran past its deadline (timeout of {timeout:g} s left) while its "
+                "response_format's grammar compiled")
+        return GrammarCompileTimeoutError(
+            f"response_format: its grammar did not compile within {limit:g} s (the server's "
+            "grammar compile timeout); simplify the schema (fewer alternatives, bounded "
+            "repetitions, simpler patterns), or retry later: the compile goes on in the "
+            "background and the same schema is served once it is done")
 
     async def generate(self, prompt: str | Sequence[int], params: SamplingParams | None = None,
                        request_id: str | None = None, prediction: Any = None,

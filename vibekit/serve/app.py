@@ -100,12 +100,25 @@ def create_app(engine: AsyncEngine | Engine | EngineCoreClient,
         return {"id": name, "object": "model", "created": created, "owned_by": "vibekit",
                 "max_model_len": max_len}
 
+    async def _compile(job: serving.Job) -> None:
+        """The job's grammar into the engine's cache (one per job: its choices share it),
+        bounded by the compile timeout and the job's own; what it took comes off the job's
+        timeout. (The engine core process compiles in its own threads: a no-op there.)"""
+        fmt = job.params[0].response_format if job.params else None
+        if fmt is None:
+            return
+        start = time.monotonic()
+        await engine.compile_grammar_async(fmt, job.timeout)
+        if job.timeout is not None:
+            job.timeout = max(1e-3, job.timeout - (time.monotonic() - start))
+
     async def generation(request: Request, prepare: Callable[[bytes], serving.Job]) -> Response:
         # NOTE: every exception is answered here, so the connection stays usable (see errors).
         try:
             check_accepting()
             body = await limits.read_json_body(request, limit.max_body_bytes)
             job = await asyncio.get_running_loop().run_in_executor(pool, prepare, body)
+            await _compile(job)
             return await _serve(request, engine, job)
         except Exception as exc:
             return reply(exc)

@@ -60,12 +60,14 @@ from vibekit.core.outputs import RequestOutput, Usage
 from vibekit.core.sampling_params import SamplingParams
 from vibekit.errors import InvalidRequestError
 from vibekit.runtime.async_engine import (
+    DEFAULT_GRAMMAR_COMPILE_TIMEOUT,
     AsyncEngine,
     EngineClosedError,
     EngineDeadError,
     RequestStream,
     _Abort,
     _Add,
+    check_compile_timeout,
 )
 from vibekit.runtime.engine import Engine
 from vibekit.serve.liveness import (
@@ -117,15 +119,18 @@ class EngineCoreClient:
     (raises RuntimeError naming the cause if that fails within `startup_timeout` seconds).
     max_waiting: as AsyncEngine's (the core keeps the waiting queue). stall_timeout: seconds
     the core may hold unfinished requests without progress before it is killed and marked dead
-    (EngineStalledError; None: never; see vibekit.serve.liveness).
+    (EngineStalledError; None: never; see vibekit.serve.liveness). grammar_compile_timeout:
+    as AsyncEngine's (grammars compile in the core, in worker threads).
     """
 
     def __init__(self, factory: Callable[..., Engine] = load_engine, *args: Any,
                  max_waiting: int | None = None, startup_timeout: float = 600.0,
                  stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
+                 grammar_compile_timeout: float | None = DEFAULT_GRAMMAR_COMPILE_TIMEOUT,
                  **kwargs: Any) -> None:
         if max_waiting is not None and max_waiting < 0:
             raise ValueError(f"max_waiting={max_waiting} is invalid; it must be >= 0 or None")
+        check_compile_timeout(grammar_compile_timeout)
         check_stall_timeout(stall_timeout)
         beat = None if stall_timeout is None else beat_interval(stall_timeout)
         ctx = multiprocessing.get_context("spawn")  # no fork of torch's threads
@@ -133,7 +138,8 @@ class EngineCoreClient:
         # NOTE: not a daemon, so the core may start processes of its own (tensor-parallel
         # ranks); it stops when this process closes the pipe, at the latest at exit (_at_exit).
         self.process = ctx.Process(target=_core_main, name="vibekit-engine-core",
-                                   args=(child, factory, args, kwargs, max_waiting, beat))
+                                   args=(child, factory, args, kwargs, max_waiting, beat,
+                                         grammar_compile_timeout))
         self.process.start()
         child.close()
         atexit.register(self._at_exit)
@@ -252,9 +258,14 @@ class EngineCoreClient:
             return
         await done
 
-    def compile_grammar(self, response_format: dict[str, Any] | None) -> None:
+    def compile_grammar(self, response_format: dict[str, Any] | None,
+                        timeout: float | None = None) -> None:
         """No-op here: grammars compile in the core process (in a worker thread there, before
         the add reaches its engine thread), where the engine masks with them."""
+
+    async def compile_grammar_async(self, response_format: dict[str, Any] | None,
+                                    timeout: float | None = None) -> None:
+        """No-op here, as compile_grammar."""
 
     def stats(self) -> dict[str, float]:
         """AsyncEngine.stats() of the core, as of its latest report (at most ~50 ms old), plus
@@ -532,9 +543,11 @@ class _CoreStream(RequestStream):
 class _CoreEngine(AsyncEngine):
     """The AsyncEngine of the core: its engine thread sends one batch per loop iteration."""
 
-    def __init__(self, engine: Engine, core: _Core, max_waiting: int | None) -> None:
+    def __init__(self, engine: Engine, core: _Core, max_waiting: int | None,
+                 compile_timeout: float | None) -> None:
         self.core = core
-        super().__init__(engine, start=True, max_waiting=max_waiting)
+        super().__init__(engine, start=True, max_waiting=max_waiting,
+                         grammar_compile_timeout=compile_timeout)
 
     def _dispatch(self, outputs: list[RequestOutput]) -> None:
         super()._dispatch(outputs)
@@ -563,18 +576,20 @@ class _Core:
     engine thread, which sends what each of its iterations produced as one batch."""
 
     def __init__(self, conn: Any, engine: Engine, max_waiting: int | None,
-                 beat: float | None) -> None:
+                 beat: float | None, compile_timeout: float | None) -> None:
         self.conn = conn
         self.lock = threading.Lock()  # guards items, pending and the pipe's sending end
         self.items: list[tuple[Any, ...]] = []
         self.sent_stats: dict[str, float] | None = None
         self.sent_running = True
         self.pending: dict[str, bool] = {}  # adds compiling a grammar -> aborted meanwhile
-        self.compiler = ThreadPoolExecutor(1, thread_name_prefix="vibekit-core-compile")
+        # Threads that wait for grammar compiles (each at most the compile timeout), so that a
+        # slow schema does not queue the grammar requests behind it.
+        self.compiler = ThreadPoolExecutor(8, thread_name_prefix="vibekit-core-compile")
         self.stop = threading.Event()
         self.closing = False
         self.heartbeat = None if beat is None else Heartbeat(self.beat, beat)
-        self.ae = _CoreEngine(engine, self, max_waiting)
+        self.ae = _CoreEngine(engine, self, max_waiting, compile_timeout)
 
     def ready_info(self) -> dict[str, Any]:
         engine = self.ae.engine
@@ -663,13 +678,15 @@ class _Core:
         kind = msg[0]
         if kind == "add":
             _, rid, prompt, params, prediction, timeout = msg
+            received = time.monotonic()  # the request's timeout counts from here
             if params.response_format is not None:
                 # compiled off the engine thread (and off this one: aborts keep flowing)
                 with self.lock:
                     self.pending[rid] = False
-                self.compiler.submit(self.add, rid, prompt, params, prediction, timeout, True)
+                self.compiler.submit(self.add, rid, prompt, params, prediction, timeout,
+                                     received, True)
             else:
-                self.add(rid, prompt, params, prediction, timeout, False)
+                self.add(rid, prompt, params, prediction, timeout, received, False)
         elif kind == "abort":
             _, rid, token = msg
             with self.lock:
@@ -691,17 +708,18 @@ class _Core:
             threading.Thread(target=self.shutdown, args=msg[1:], daemon=True).start()
 
     def add(self, rid: str, prompt: Any, params: SamplingParams, prediction: Any,
-            timeout: float | None, compile_first: bool) -> None:
+            timeout: float | None, received: float, compile_first: bool) -> None:
         reply = _Reply(self, rid)
         try:
             if compile_first:
-                self.ae.compile_grammar(params.response_format)
+                left = None if timeout is None else timeout - (time.monotonic() - received)
+                self.ae.compile_grammar(params.response_format, left)
             kwargs: dict[str, Any] = {}
             if prediction is not None:
                 if not self.ae._accepts_prediction:
                     raise InvalidRequestError("prediction is not supported by this engine")
                 kwargs["prediction"] = prediction
-            deadline = None if timeout is None else time.monotonic() + timeout
+            deadline = None if timeout is None else received + timeout
             stream = _CoreStream(self.ae, rid, _IMMEDIATE, False)  # type: ignore[arg-type]
             self.ae._submit(_Add(prompt, params, rid, kwargs, stream, reply,  # type: ignore
                                  deadline, timeout))
@@ -716,7 +734,8 @@ class _Core:
 
 
 def _core_main(conn: Any, factory: Callable[..., Engine], args: tuple[Any, ...],
-               kwargs: dict[str, Any], max_waiting: int | None, beat: float | None) -> None:
+               kwargs: dict[str, Any], max_waiting: int | None, beat: float | None,
+               compile_timeout: float | None) -> None:
     """The core process: build the engine, then serve the pipe until shutdown or EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server drains on Ctrl-C, then stops us
     try:
@@ -725,7 +744,7 @@ def _core_main(conn: Any, factory: Callable[..., Engine], args: tuple[Any, ...],
         conn.send(("failed", _portable(exc)))
         return
     try:
-        core = _Core(conn, engine, max_waiting, beat)
+        core = _Core(conn, engine, max_waiting, beat, compile_timeout)
         tune_process()  # the model's heap out of the collector's way (serve/tuning.py)
         conn.send(("ready", core.ready_info()))
         threading.Thread(target=core.read, name="vibekit-core-commands", daemon=True).start()

@@ -88,15 +88,15 @@ class Preparer:
         response_format: dict[str, Any] | None = req.structured_format
         if tool_request is not None and tool_request.tool_mode in ("named", "required"):
             response_format = tools.response_format(tool_request)
-        # Compile the grammar here, in the worker thread, not on the engine thread.
-        self.engine.compile_grammar(response_format)
+        # The grammar is compiled after this, by the app, awaited without holding this thread
+        # (compile_grammar_async): a slow schema must not take a worker from other requests.
+        timeout = req.timeout if req.timeout is not None else self.request_timeout
         params = []
         for ids in prompt_ids:
             budget = prompts.resolve_max_tokens(len(ids), max_tokens, self.max_model_len, param,
                                                 sent, prompt_param)
             params += [serving.sampling_params(req, budget, i, response_format)
                        for i in range(req.n)]
-        timeout = req.timeout if req.timeout is not None else self.request_timeout
         return serving.Job(kind=kind, model=req.model, prompts=prompt_ids, params=params,
                            n=req.n, stream=req.stream, prediction=self._prediction(req),
                            include_usage=req.include_usage,
