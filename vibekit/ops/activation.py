@@ -20,8 +20,9 @@ def silu_and_mul_ref(x: torch.Tensor) -> torch.Tensor:
 
 def silu_and_mul_cpu(x: torch.Tensor) -> torch.Tensor:
     """C++ SiLU-and-mul (vibekit/ops/csrc/decode_cpu.cpp): the math of `silu_and_mul_ref`
-    (silu in float32, rounded to x's dtype before the product) with the C library's expf, not
-    torch's vectorized exp (they agree to float32 rounding). Other dtypes take the reference."""
+    (silu in float32, rounded to x's dtype before the product) with its own vectorized exp
+    (Cephes' expf, ~1 ulp; the same bits scalar or vectorized), not torch's (they agree to
+    float32 rounding). Other dtypes take the reference."""
     module = DECODE.get()
     if (module is None or x.dtype not in (torch.float32, torch.bfloat16)
             or x.device.type != "cpu" or x.dim() == 0 or x.shape[-1] % 2):

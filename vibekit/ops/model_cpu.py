@@ -25,9 +25,10 @@ from vibekit.ops.linear import _CFLAGS, _EMPTY, _KIND, _REQUIRED_FLAGS
 
 logger = logging.getLogger(__name__)
 
-# The linear kernel's instructions and flags: this file includes its source.
+# The linear kernel's instructions and flags (this file includes its source), and the small
+# ops' -fno-trapping-math (decode_cpu.cpp's vectorized SiLU; no value changes).
 MODEL = CpuExtension("model_cpu.cpp", "fused llama forward (using the per-op forward)",
-                     cflags=tuple(_CFLAGS), required_flags=_REQUIRED_FLAGS,
+                     cflags=(*_CFLAGS, "-fno-trapping-math"), required_flags=_REQUIRED_FLAGS,
                      depends=("linear_cpu.cpp", "attention_cpu.cpp", "decode_cpu.cpp"))
 
 

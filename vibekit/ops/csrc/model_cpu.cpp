@@ -13,6 +13,8 @@
 #include <immintrin.h>
 #include <omp.h>
 #include <algorithm>
+#include <array>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -61,6 +63,23 @@ Linear make_linear(const py::dict& d) {
   return l;
 }
 
+// Per-op-kind wall time of the forward, for profiling (off by default: two clock reads per op).
+enum OpKind { kLinear = 0, kHead, kAttention, kNorm, kRope, kAct, kOther, kKinds };  // attention: + KV append
+
+struct Timer {
+  std::array<double, kKinds>* times;
+  std::chrono::steady_clock::time_point last;
+  explicit Timer(std::array<double, kKinds>* t) : times(t) {
+    if (times) last = std::chrono::steady_clock::now();
+  }
+  void lap(OpKind kind) {
+    if (!times) return;
+    auto now = std::chrono::steady_clock::now();
+    (*times)[kind] += std::chrono::duration<double>(now - last).count();
+    last = now;
+  }
+};
+
 }  // namespace
 
 class LlamaCpu {
@@ -106,28 +125,68 @@ class LlamaCpu {
     TORCH_CHECK(!k_caches_.empty() || layers_.empty(), "set_caches was not called");
     const int64_t T = input_ids.size(0);
     const int64_t qs = hq_ * d_, kvs = hk_ * d_;
+    Timer t(profile_ ? &times_ : nullptr);
     torch::Tensor x = embed_.index_select(0, input_ids);  // [T, hidden]
+    t.lap(kOther);
     for (size_t i = 0; i < layers_.size(); ++i) {
       const Layer& l = layers_[i];
-      torch::Tensor qkv = l.qkv(vk_dec::rms_norm(x, l.input_norm, eps_));
+      torch::Tensor xn = vk_dec::rms_norm(x, l.input_norm, eps_);
+      t.lap(kNorm);
+      torch::Tensor qkv = l.qkv(xn);
+      t.lap(kLinear);
       torch::Tensor q = qkv.narrow(1, 0, qs).view({T, hq_, d_});
       torch::Tensor k = qkv.narrow(1, qs, kvs).view({T, hk_, d_});
       torch::Tensor v = qkv.narrow(1, qs + kvs, kvs).view({T, hk_, d_});
       if (l.q_norm.defined()) {
         q = vk_dec::rms_norm(q.reshape({T * hq_, d_}), l.q_norm, eps_).view({T, hq_, d_});
         k = vk_dec::rms_norm(k.reshape({T * hk_, d_}), l.k_norm, eps_).view({T, hk_, d_});
+        t.lap(kNorm);
       }
       std::vector<torch::Tensor> qk = vk_dec::apply_rope(q, k, positions, cos, sin);
+      t.lap(kRope);
       vk_dec::kv_append(qk[1], v, k_caches_[i], v_caches_[i], slot_mapping);
       torch::Tensor attn = vk_att::paged_attention(qk[0], k_caches_[i], v_caches_[i], qo_indptr,
                                                    page_table, kv_lens, scale_);
-      x = x + l.o(attn.view({T, qs}));
-      torch::Tensor h = vk_dec::silu_and_mul(l.gate_up(vk_dec::rms_norm(x, l.post_norm, eps_)));
-      x = x + l.down(h);
+      t.lap(kAttention);
+      torch::Tensor o = l.o(attn.view({T, qs}));
+      t.lap(kLinear);
+      x.add_(o);  // in place: the same bits as x + o, no new tensor
+      t.lap(kOther);
+      torch::Tensor hn = vk_dec::rms_norm(x, l.post_norm, eps_);
+      t.lap(kNorm);
+      torch::Tensor gu = l.gate_up(hn);
+      t.lap(kLinear);
+      torch::Tensor h = vk_dec::silu_and_mul(gu);
+      t.lap(kAct);
+      torch::Tensor down = l.down(h);
+      t.lap(kLinear);
+      x.add_(down);
+      t.lap(kOther);
     }
     torch::Tensor last = vk_dec::rms_norm(x.index_select(0, sample_indices), final_norm_, eps_);
-    return head_(last).to(torch::kFloat);
+    t.lap(kNorm);
+    torch::Tensor logits = head_(last);
+    t.lap(kHead);
+    torch::Tensor out = logits.to(torch::kFloat);
+    t.lap(kOther);
+    if (profile_) ++calls_;
+    return out;
   }
+
+  // Seconds spent per kind of op over the forwards since the last call (when profiling is on),
+  // and how many forwards that was; resets the totals.
+  py::dict take_profile() {
+    py::dict d;
+    const char* names[] = {"linear", "head", "attention", "norm", "rope", "activation",
+                           "other"};
+    for (int i = 0; i < kKinds; ++i) d[names[i]] = times_[i];
+    d["forwards"] = calls_;
+    times_.fill(0.0);
+    calls_ = 0;
+    return d;
+  }
+
+  void set_profile(bool on) { profile_ = on; }
 
   int64_t num_layers() const { return static_cast<int64_t>(layers_.size()); }
 
@@ -138,6 +197,9 @@ class LlamaCpu {
   std::vector<torch::Tensor> k_caches_, v_caches_;
   int64_t hq_, hk_, d_;
   double eps_, scale_;
+  bool profile_ = false;
+  std::array<double, kKinds> times_{};
+  int64_t calls_ = 0;
 };
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -146,5 +208,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                     double, double>())
       .def("set_caches", &LlamaCpu::set_caches)
       .def("forward", &LlamaCpu::forward, py::call_guard<py::gil_scoped_release>())
-      .def("num_layers", &LlamaCpu::num_layers);
+      .def("num_layers", &LlamaCpu::num_layers)
+      .def("set_profile", &LlamaCpu::set_profile)
+      .def("take_profile", &LlamaCpu::take_profile);
 }
