@@ -1,8 +1,9 @@
 """Decode throughput side by side: vibekit vs HF generate vs llama.cpp vs vLLM CPU, same weights.
 
 Each engine runs in its own process (benchmarks/peer_worker.py, under its own interpreter),
-loaded once and warmed up; the jobs are interleaved (every repeat visits every engine in a
-rotated order), and each cell is the median of >= 3 repeats with the min..max spread. The read
+loaded once and warmed up, and frozen (SIGSTOP) except while it runs a job, so an idle engine's
+spinning threads never take CPU from the one being timed; the jobs are interleaved (every
+repeat visits every engine in a rotated order), and each cell is the median of >= 3 repeats with the min..max spread. The read
 bandwidth is measured in this process at the same thread count, in the same run; batch-1 rows
 show each engine's fraction of the roofline (bytes of weights read per token / time).
 
@@ -84,14 +85,31 @@ class Worker:
             tail = self.log.read_text()[-600:].strip()
             print(f"  skip {self.label}: worker did not start (log {self.log}): {tail}")
             return False
+        self._signal(signal.SIGSTOP)
         return True
 
+    # NOTE: an engine is frozen (SIGSTOP to its whole session, helper processes included)
+    # except while it runs a job. Idle engines are not idle on the CPU: some keep threads
+    # spinning or polling, and on a 2-core machine that took a core from whichever engine was
+    # being timed (vibekit at 2 threads, bfloat16: 154 tok/s alone, 115 beside an idle
+    # llama.cpp worker, 60 beside all the peers). A user runs one engine at a time.
+    def _signal(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
     def run(self, prompts, out_lens, **extra) -> dict:
-        """One job (peer_worker.py's protocol; `extra`: predictions, all)."""
-        self.proc.stdin.write(json.dumps({"prompts": prompts, "out_lens": out_lens, **extra})
-                              + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
+        """One job (peer_worker.py's protocol; `extra`: predictions, all), with every other
+        worker frozen."""
+        self._signal(signal.SIGCONT)
+        try:
+            self.proc.stdin.write(json.dumps({"prompts": prompts, "out_lens": out_lens,
+                                              **extra}) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        finally:
+            self._signal(signal.SIGSTOP)
         if not line:
             raise RuntimeError(f"{self.label} died: {self.log.read_text()[-800:]}")
         return json.loads(line)
@@ -99,6 +117,7 @@ class Worker:
     def stop(self) -> None:
         if self.proc is None:
             return
+        self._signal(signal.SIGCONT)
         if self.proc.poll() is None:
             self.proc.stdin.close()
             try:
