@@ -3,9 +3,10 @@
 Each engine runs in its own process (benchmarks/peer_worker.py, under its own interpreter),
 loaded once and warmed up, and frozen (SIGSTOP) except while it runs a job, so an idle engine's
 spinning threads never take CPU from the one being timed; the jobs are interleaved (every
-repeat visits every engine in a rotated order), and each cell is the median of >= 3 repeats with the min..max spread. The read
-bandwidth is measured in this process at the same thread count, in the same run; batch-1 rows
-show each engine's fraction of the roofline (bytes of weights read per token / time).
+repeat visits every engine in a rotated order), and each cell is the median of >= 3 repeats
+with the min..max spread. The read bandwidth is measured in this process at the same thread
+count, in the same run; batch-1 rows show each engine's fraction of the roofline (bytes of
+weights read per token / time).
 
     python benchmarks/bench_peers.py                          # SmolLM-135M shape, all engines
     python benchmarks/bench_peers.py --model zoo:code-edit-tiny

@@ -3,10 +3,10 @@ vs everything outside the model forward (scheduling, batch metadata, sampling, d
 
 Wraps the model's layers with wall-clock timers (a few hundred ns each), runs one request
 through `Engine.step()` and reports per-step medians over its decode steps, for each linear
-backend, and for the one-call C++ forward of the llama family ("fused", what the engine runs
-by default on AVX512 CPUs; it times its own ops in C++, in the same buckets; its "other model
-ops" are the embedding, the residual adds and the logits' cast). The machine is shared: read the shares,
-not the absolute times.
+backend, and for the one-call C++ forward of the llama family ("fused", what the engine runs by
+default on AVX512 CPUs; it times its own ops in C++, in the same buckets; its "other model ops"
+are the embedding, the residual adds and the logits' cast). The machine is shared: read the
+shares, not the absolute times.
 
     python benchmarks/profile_decode.py                               # SmolLM-135M shape
     python benchmarks/profile_decode.py --model zoo:code-edit-tiny

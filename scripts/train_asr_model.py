@@ -464,7 +464,7 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--rotary", type=float, default=0.75,
                    help="partial_rotary_factor of the decoder (rotary dims = head_dim x this)")
-    p.add_argument("--steps", type=int, default=900)
+    p.add_argument("--steps", type=int, default=10000)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=100)

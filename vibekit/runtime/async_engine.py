@@ -25,9 +25,9 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator, Collection, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -347,7 +347,7 @@ class AsyncEngine:
         future, limit = started
         try:
             await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), limit)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise self._compile_timeout(limit, timeout) from None
 
     def _start_compile(self, response_format: dict[str, Any] | None,

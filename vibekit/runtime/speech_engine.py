@@ -21,6 +21,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -121,7 +122,8 @@ class SpeechEngine:
                         device: str = "cpu", **options: Any) -> SpeechEngine:
         """An HF moonshine_streaming folder, "zoo:<name>", or "dummy:<preset>" (random
         weights, `seed`; presets in vibekit.models.speech_dummy). Options: page_size,
-        max_num_seqs, max_tokens (per hypothesis), max_audio_seconds, num_pages,
+        max_num_seqs, max_tokens (per hypothesis; default: the folder's generation_config
+        max_length - 1, as HF generate, else 64), max_audio_seconds, num_pages,
         num_cross_pages, idle_timeout_s, attention_backend, linear_backend ("auto": the
         prepacked CPU kernel where it builds; "torch"), num_threads, max_num_batched_frames
         (new 5 ms frames encoded per step over all streams, oldest stream first; None: all)."""
@@ -144,6 +146,12 @@ class SpeechEngine:
                              "encoder-decoder speech model (supported: moonshine_streaming)")
         if tokenizer is None and config.vocab_size >= 259:
             tokenizer = byte_level_tokenizer(config.vocab_size)
+        if "max_tokens" not in options:
+            # HF generate stops at the checkpoint's generation_config max_length (the decoder
+            # start token included); the same default gives the same transcripts
+            limit = _generation_max_length(source)
+            if limit is not None:
+                options["max_tokens"] = max(1, min(limit - 1, config.max_position_embeddings - 1))
         return cls(model, tokenizer, **options)
 
     # -- requests -------------------------------------------------------------------------------
@@ -427,3 +435,22 @@ class SpeechEngine:
 
     def _seconds(self, s: _Stream) -> float:
         return s.num_samples / self.sample_rate
+
+
+def _generation_max_length(source: str) -> int | None:
+    """max_length of an HF folder's (or zoo model's) generation_config.json, if it has one."""
+    import json
+    import os
+
+    text = os.fspath(source)
+    if text.startswith("dummy:"):
+        return None
+    if text.startswith("zoo:"):
+        from vibekit import zoo
+
+        text = os.fspath(zoo.path(text[len("zoo:"):]))
+    path = Path(text) / "generation_config.json"
+    if not path.is_file():
+        return None
+    value = json.loads(path.read_text()).get("max_length")
+    return value if isinstance(value, int) and value > 1 else None
