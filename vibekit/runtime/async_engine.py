@@ -385,8 +385,8 @@ class AsyncEngine:
     def _compile_timeout(self, limit: float | None, timeout: float | None) -> Exception:
         if timeout is not None and limit is not None and timeout <= limit:
             return DeadlineExceededError(
-                f"the request ran past its deadline (timeout of {timeout:g} s left) while its "
-                "response_format's grammar compiled")
+                f"the request ran past its deadline ({max(timeout, 0.0):g} s of its timeout "
+                "left) while its response_format's grammar compiled")
         return GrammarCompileTimeoutError(
             f"response_format: its grammar did not compile within {limit:g} s (the server's "
             "grammar compile timeout); simplify the schema (fewer alternatives, bounded "
