@@ -4,24 +4,54 @@ holdback)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from vibekit.core.outputs import RequestOutput
 from vibekit.core.request import Request
 
 
+def text_decoder(tokenizer: Any) -> Callable[[list[int]], str]:
+    """`ids -> tokenizer.decode(ids, skip_special_tokens=True)`, without HF's per-call wrapper
+    where that gives the same text.
+
+    For a transformers fast tokenizer (TokenizersBackend) that does not clean up tokenization
+    spaces, HF's decode converts its argument (to_py_obj), checks for a batch and calls the Rust
+    backend's decode; those checks cost ~5x the decode itself on a short window, twice per
+    token. Here the backend is called directly. Any other tokenizer (a subclass that overrides
+    decode, one that cleans up spaces, vibekit's own byte tokenizer) goes through its decode.
+    """
+    slow = functools.partial(tokenizer.decode, skip_special_tokens=True)
+    try:
+        from tokenizers import Tokenizer
+        from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    except ImportError:
+        return slow
+    cls = type(tokenizer)
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if (isinstance(tokenizer, TokenizersBackend) and isinstance(backend, Tokenizer)
+            and cls.decode is PreTrainedTokenizerBase.decode
+            and cls._decode is TokenizersBackend._decode
+            and getattr(tokenizer, "clean_up_tokenization_spaces", True) is False):
+        return functools.partial(backend.decode, skip_special_tokens=True)
+    return slow
+
+
 class IncrementalDetokenizer:
     """Turns a growing list of token ids into text, decoding only a short window per step.
 
     Uses the prefix/read offset method: text is emitted once the newest tokens no longer decode
-    to a partial UTF-8 character ("\\ufffd").
+    to a partial UTF-8 character ("\\ufffd"). `decode`: the tokenizer's
+    `ids -> text` (text_decoder(tokenizer) unless given).
     """
 
-    __slots__ = ("tokenizer", "prefix_offset", "read_offset", "text")
+    __slots__ = ("decode", "prefix_offset", "read_offset", "text")
 
-    def __init__(self, tokenizer: Any, prompt_ids: list[int]) -> None:
-        self.tokenizer = tokenizer
+    def __init__(self, tokenizer: Any, prompt_ids: list[int],
+                 decode: Callable[[list[int]], str] | None = None) -> None:
+        self.decode = decode if decode is not None else text_decoder(tokenizer)
         # Start a few tokens back into the prompt so the first output token decodes with the
         # right leading space / merges.
         self.read_offset = len(prompt_ids)
@@ -30,9 +60,9 @@ class IncrementalDetokenizer:
 
     def step(self, all_ids: list[int]) -> str:
         """Feed prompt + outputs so far; returns the newly decodable text."""
-        decode = self.tokenizer.decode
-        prefix = decode(all_ids[self.prefix_offset:self.read_offset], skip_special_tokens=True)
-        full = decode(all_ids[self.prefix_offset:], skip_special_tokens=True)
+        decode = self.decode
+        prefix = decode(all_ids[self.prefix_offset:self.read_offset])
+        full = decode(all_ids[self.prefix_offset:])
         if len(full) > len(prefix) and not full.endswith("\ufffd"):
             new = full[len(prefix):]
             self.prefix_offset = self.read_offset
@@ -68,14 +98,15 @@ class OutputProcessor:
 
     def __init__(self, tokenizer: Any, eos_token_ids: Iterable[int]) -> None:
         self.tokenizer = tokenizer
+        self._decode = None if tokenizer is None else text_decoder(tokenizer)
         self.eos_token_ids = frozenset(eos_token_ids)
         self.num_generated_tokens = 0
         self._detokenizers: dict[str, IncrementalDetokenizer] = {}
 
     def add(self, req: Request) -> None:
         if self.tokenizer is not None:
-            self._detokenizers[req.request_id] = IncrementalDetokenizer(self.tokenizer,
-                                                                        req.prompt_token_ids)
+            self._detokenizers[req.request_id] = IncrementalDetokenizer(
+                self.tokenizer, req.prompt_token_ids, self._decode)
 
     def remove(self, req: Request) -> None:
         self._detokenizers.pop(req.request_id, None)
