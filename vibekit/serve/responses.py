@@ -171,7 +171,11 @@ class JSONResponse(_StarletteJSONResponse):
         return dumps(content)
 
 
-def sse(data: dict[str, Any] | str) -> str:
-    """One server-sent event: `data: <json>` and a blank line."""
-    text = data if isinstance(data, str) else dumps(data).decode()
-    return f"data: {text}\n\n"
+def sse(data: dict[str, Any] | str) -> bytes:
+    """One server-sent event: `data: <json>` and a blank line (UTF-8)."""
+    text = data.encode() if isinstance(data, str) else dumps(data)
+    return b"data: " + text + b"\n\n"
+
+
+class LastEvents(bytes):
+    """The last events of an SSE stream, sent with the end of the response in one write."""

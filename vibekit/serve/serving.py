@@ -65,6 +65,9 @@ def sampling_params(req: SamplingRequest, max_tokens: int, choice: int,
 
 async def start(engine: AsyncEngine, job: Job) -> list[RequestStream]:
     """Add every engine request of the job; if any is rejected, abort the others and raise."""
+    if len(job.params) == 1:  # no gather: its task would wait for the next loop iteration
+        return [await engine.add_request(job.prompts[0], job.params[0], f"{job.response_id}-0",
+                                         job.prediction, coalesce=True, timeout=job.timeout)]
     adds = [engine.add_request(job.prompts[i // job.n], params, f"{job.response_id}-{i}",
                                job.prediction, coalesce=True, timeout=job.timeout)
             for i, params in enumerate(job.params)]
@@ -95,16 +98,20 @@ async def complete(job: Job, streams: list[RequestStream]) -> dict[str, Any]:
                           responses.usage(finals, job.n))
 
 
-async def stream_events(job: Job, streams: list[RequestStream]) -> AsyncIterator[str]:
-    """SSE events: chunks per output, a usage chunk if asked, then `data: [DONE]`."""
+async def stream_events(job: Job, streams: list[RequestStream]) -> AsyncIterator[bytes]:
+    """SSE events: chunks per output, a usage chunk if asked, then `data: [DONE]`. What follows
+    the last output (that output's chunk, the usage chunk, [DONE]) comes as one LastEvents, so
+    the response can end in one write."""
     chat = job.kind == "chat"
     make = responses.chat_delta if chat else responses.completion_delta
 
-    def event(choices: list[dict[str, Any]], usage_: dict[str, Any] | None = None) -> str:
+    def event(choices: list[dict[str, Any]], usage_: dict[str, Any] | None = None) -> bytes:
         return responses.sse(responses.body(job.kind, job.response_id, job.created, job.model,
                                             choices, usage_, chunk=True))
 
     finals: list[RequestOutput | None] = [None] * len(streams)
+    num_finished = 0
+    tail = b""  # held back once every stream has finished
     calls = ([responses.CallStream(job.tool_request) for _ in streams]
              if job.tool_request is not None else None)
     try:
@@ -114,21 +121,27 @@ async def stream_events(job: Job, streams: list[RequestStream]) -> AsyncIterator
             async for i, out in _merge(streams):
                 if out.finished:
                     finals[i] = out
+                    num_finished += 1
                 if calls is not None:
                     choice = calls[i].delta(i, out, job.return_token_ids)
-                    if choice is not None:
-                        yield event([choice])
-                    continue
-                if not out.finished and not out.delta_text and not job.return_token_ids:
+                    chunk = None if choice is None else event([choice])
+                elif not out.finished and not out.delta_text and not job.return_token_ids:
                     continue  # text held back (partial character or possible stop string)
-                yield event([make(i, out, job.return_token_ids)])
+                else:
+                    chunk = event([make(i, out, job.return_token_ids)])
+                if chunk is None:
+                    continue
+                if num_finished == len(streams):
+                    tail += chunk
+                else:
+                    yield chunk
         except Exception as exc:  # the engine died mid-stream: tell the client in-band
-            yield responses.sse(from_engine_error(exc).body())
+            tail += responses.sse(from_engine_error(exc).body())
         else:
             if job.include_usage:
                 done = [f for f in finals if f is not None]
-                yield event([], responses.usage(done, job.n))
-        yield responses.sse("[DONE]")
+                tail += event([], responses.usage(done, job.n))
+        yield responses.LastEvents(tail + responses.sse("[DONE]"))
     finally:
         for stream in streams:
             stream.cancel()
