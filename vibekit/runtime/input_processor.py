@@ -13,6 +13,7 @@ from vibekit.cfg.guidance import TextGuidance, guidance_policy
 from vibekit.config import EngineConfig
 from vibekit.core.request import Request
 from vibekit.core.sampling_params import SamplingParams
+from vibekit.core.tokenize import text_encoder
 from vibekit.errors import InvalidRequestError
 from vibekit.grammar import GrammarBackend
 from vibekit.spec import PredictionDrafter
@@ -23,6 +24,9 @@ class InputProcessor:
                  grammars: GrammarBackend, supports_guidance: bool = True) -> None:
         self.config = config
         self.tokenizer = tokenizer
+        if tokenizer is not None:
+            self._encode = text_encoder(tokenizer)
+            self._encode_plain = text_encoder(tokenizer, add_special_tokens=False)
         self.vocab_size = config.model.vocab_size
         self.num_pages = num_pages
         self.grammars = grammars
@@ -38,7 +42,7 @@ class InputProcessor:
                 raise InvalidRequestError(
                     "prompt is a string but this model has no tokenizer; pass token ids instead"
                 )
-            return list(self.tokenizer(prompt)["input_ids"])
+            return self._encode(prompt)
         if isinstance(prompt, torch.Tensor):
             prompt = prompt.flatten().tolist()
         if not isinstance(prompt, (list, tuple)) or not all(
@@ -144,7 +148,7 @@ class InputProcessor:
                 raise InvalidRequestError(
                     "prediction is a string but this model has no tokenizer; pass token ids"
                 )
-            ids = list(self.tokenizer(prediction, add_special_tokens=False)["input_ids"])
+            ids = self._encode_plain(prediction)
         elif isinstance(prediction, (list, tuple)) and all(
             isinstance(t, int) and not isinstance(t, bool) for t in prediction
         ):

@@ -4,39 +4,12 @@ holdback)."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from vibekit.core.outputs import RequestOutput
 from vibekit.core.request import Request
-
-
-def text_decoder(tokenizer: Any) -> Callable[[list[int]], str]:
-    """`ids -> tokenizer.decode(ids, skip_special_tokens=True)`, without HF's per-call wrapper
-    where that gives the same text.
-
-    For a transformers fast tokenizer (TokenizersBackend) that does not clean up tokenization
-    spaces, HF's decode converts its argument (to_py_obj), checks for a batch and calls the Rust
-    backend's decode; those checks cost ~5x the decode itself on a short window, twice per
-    token. Here the backend is called directly. Any other tokenizer (a subclass that overrides
-    decode, one that cleans up spaces, vibekit's own byte tokenizer) goes through its decode.
-    """
-    slow = functools.partial(tokenizer.decode, skip_special_tokens=True)
-    try:
-        from tokenizers import Tokenizer
-        from transformers.tokenization_utils_base import PreTrainedTokenizerBase
-        from transformers.tokenization_utils_tokenizers import TokenizersBackend
-    except ImportError:
-        return slow
-    cls = type(tokenizer)
-    backend = getattr(tokenizer, "_tokenizer", None)
-    if (isinstance(tokenizer, TokenizersBackend) and isinstance(backend, Tokenizer)
-            and cls.decode is PreTrainedTokenizerBase.decode
-            and cls._decode is TokenizersBackend._decode
-            and getattr(tokenizer, "clean_up_tokenization_spaces", True) is False):
-        return functools.partial(backend.decode, skip_special_tokens=True)
-    return slow
+from vibekit.core.tokenize import text_decoder
 
 
 class IncrementalDetokenizer:

@@ -88,6 +88,8 @@ def create_app(engine: AsyncEngine | Engine | EngineCoreClient,
             pool.shutdown(wait=False, cancel_futures=True)
             if owns_engine:
                 await asyncio.to_thread(engine.shutdown, True, shutdown_timeout)
+            elif isinstance(engine, EngineCoreClient):
+                engine.detach()  # its owner goes on without this loop
 
     app = FastAPI(title="vibekit", summary="OpenAI-compatible server on a vibekit Engine",
                   lifespan=lifespan)

@@ -12,7 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from vibekit.core.tokenize import text_encoder
 from vibekit.serve.errors import APIError
+
+# (id(tokenizer), add_special_tokens) -> (tokenizer, its text_encoder); the tokenizer is held so
+# that its id is never reused while the entry lives (a server holds one or two tokenizers).
+_ENCODERS: dict[tuple[int, bool], tuple[Any, Any]] = {}
 
 
 def has_chat_template(tokenizer: Any) -> bool:
@@ -56,7 +61,11 @@ def encode(tokenizer: Any, prompt: str | Sequence[int], add_special_tokens: bool
         if tokenizer is None:
             raise APIError("this model has no tokenizer; send the prompt as token ids",
                            param="prompt")
-        return list(tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"])
+        key = (id(tokenizer), add_special_tokens)
+        entry = _ENCODERS.get(key)
+        if entry is None or entry[0] is not tokenizer:
+            entry = _ENCODERS[key] = (tokenizer, text_encoder(tokenizer, add_special_tokens))
+        return entry[1](prompt)
     ids = list(prompt)
     if vocab_size is not None and any(not 0 <= t < vocab_size for t in ids):
         raise APIError(f"prompt token ids must be in [0, {vocab_size})", param="prompt")

@@ -1,4 +1,4 @@
-"""The detokenizer's direct call into the Rust backend gives exactly HF's decode text."""
+"""The direct calls into the Rust tokenizer backend give exactly HF's ids and text."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import pytest
 import transformers
 
 import vibekit
-from vibekit.runtime.output_processor import IncrementalDetokenizer, text_decoder
+from vibekit.core.tokenize import text_decoder, text_encoder
+from vibekit.models.tokenizer import byte_level_tokenizer
+from vibekit.runtime.output_processor import IncrementalDetokenizer
 
 ZOO_CODE = Path(vibekit.__file__).parent / "zoo" / "code-edit-tiny"
 
@@ -71,3 +73,45 @@ def test_other_tokenizers_go_through_their_decode():
     assert text_decoder(tok)([0, 1, 2]) == "abc"
     d = IncrementalDetokenizer(tok, [0])
     assert d.step([0, 1]) == "b"
+
+
+TEXTS = ["", " ", "hello world", "  leading and trailing  ", "déjà vu: naïve café — 日本語 ✓",
+         "def f(x):\n\treturn x  # <|endoftext|> inside", "<|endoftext|><|edited|>a<|endoftext|>",
+         "\n\n\r\n\x00\x7f", "emoji 🙂🙂 and combining é"]
+
+
+@pytest.mark.parametrize("add_special_tokens", [True, False])
+def test_the_fast_encoder_gives_hf_ids(zoo_tokenizer, add_special_tokens):
+    encode = text_encoder(zoo_tokenizer, add_special_tokens)
+    assert hasattr(encode, "backend")  # the fast path was taken
+    rng = random.Random(2)
+    texts = TEXTS + ["".join(rng.choice("ab <|>()\n\té日") for _ in range(rng.randint(1, 60)))
+                     for _ in range(200)]
+    for text in texts:
+        assert encode(text) == zoo_tokenizer(text, add_special_tokens=add_special_tokens)[
+            "input_ids"], text
+
+
+def test_the_byte_tokenizer_of_dummy_models_takes_the_fast_paths_exactly():
+    tok = byte_level_tokenizer(512)
+    encode, decode = text_encoder(tok), text_decoder(tok)
+    assert hasattr(encode, "backend")
+    for text in TEXTS:
+        ids = tok(text)["input_ids"]
+        assert encode(text) == ids
+        assert decode(ids) == tok.decode(ids, skip_special_tokens=True)
+
+
+def test_a_backend_that_truncates_or_splits_specials_keeps_hf_encode(zoo_tokenizer, tmp_path):
+    zoo_tokenizer.save_pretrained(tmp_path)
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    encode = text_encoder(tok)
+    text = "a<|endoftext|>b c d e f"
+    tok._tokenizer.enable_truncation(4)  # HF's call turns it off; the backend's would not
+    assert encode(text) == tok(text)["input_ids"]
+    assert len(encode(text)) > 4
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path, split_special_tokens=True)
+    encode = text_encoder(tok)
+    assert encode(text) == tok(text)["input_ids"]
+    tok._tokenizer.encode_special_tokens = False  # as a call with split_special_tokens=False
+    assert encode(text) == tok(text)["input_ids"]
