@@ -244,3 +244,44 @@ def test_a_stalled_core_fails_its_requests_with_503_engine_stalled_not_hangs(fau
     assert "vibekit_engine_stalls_total 1.0" in metrics.text
     assert "vibekit_engine_healthy 0.0" in metrics.text
     assert not core.process.is_alive() and not core.is_running
+
+
+def test_the_client_reads_on_the_loop_that_started_it_and_back_on_a_thread_after_detach():
+    from vibekit import SamplingParams
+    from vibekit.serve.engine_core import load_engine
+
+    core = EngineCoreClient(load_engine, MODEL, **OPTIONS)
+    params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+
+    async def generate() -> list[int]:
+        last = None
+        async for out in core.generate("the loop reads", params):
+            last = out
+        return last.token_ids
+
+    async def on_the_loop():
+        core.start()
+        assert core._loop is asyncio.get_running_loop() and not core._reader.is_alive()
+        ids = await generate()
+        other = await asyncio.to_thread(asyncio.run, generate())  # another loop: refused
+        return ids, other
+
+    try:
+        by_thread = asyncio.run(generate())
+        with pytest.raises(RuntimeError, match="reads on another event loop"):
+            asyncio.run(on_the_loop())
+        core.detach()  # that loop is closed: back to a reader thread
+        assert core._loop is None and core._reader.is_alive()
+        assert asyncio.run(generate()) == by_thread
+
+        async def attach_and_compare():
+            core.start()
+            ids = await generate()
+            core.detach()
+            return ids
+
+        assert asyncio.run(attach_and_compare()) == by_thread
+        assert asyncio.run(generate()) == by_thread
+    finally:
+        core.shutdown(timeout=5.0)
+    assert not core.process.is_alive() and core._reading_done.is_set()

@@ -414,7 +414,7 @@ class EngineCoreClient:
         """The reader thread: batches from the core to the streams, one post per loop."""
         conn, wake = self._conn, self._wake_r
         try:
-            while not self._handover:
+            while True:
                 ready = multiprocessing.connection.wait([conn, wake])
                 if self._handover:
                     return  # start() takes over on its event loop
