@@ -55,6 +55,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
+import queue
 import signal
 import threading
 import time
@@ -649,14 +650,33 @@ class _CoreStream(RequestStream):
         self._owner.core.emit(self, item)  # type: ignore[attr-defined]
 
 
+class _WakingQueue:
+    """The engine thread's command queue; a put from any other thread also wakes the engine
+    thread where it waits on the pipe (see _CoreEngine._take_commands)."""
+
+    def __init__(self, core: _Core) -> None:
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.core = core
+        self.get, self.get_nowait, self.empty = (self.queue.get, self.queue.get_nowait,
+                                                 self.queue.empty)
+
+    def put(self, item: Any) -> None:
+        self.queue.put(item)
+        if threading.get_ident() != self.core.engine_thread:
+            self.core.wake()
+
+
 class _CoreEngine(AsyncEngine):
-    """The AsyncEngine of the core: its engine thread sends one batch per loop iteration."""
+    """The AsyncEngine of the core: its engine thread reads the commands off the pipe itself
+    between steps (no reader thread, so no GIL hand-off per command) and sends one batch per
+    loop iteration."""
 
     def __init__(self, engine: Engine, core: _Core, max_waiting: int | None,
                  compile_timeout: float | None) -> None:
         self.core = core
-        super().__init__(engine, start=True, max_waiting=max_waiting,
+        super().__init__(engine, start=False, max_waiting=max_waiting,
                          grammar_compile_timeout=compile_timeout)
+        self._commands = _WakingQueue(core)  # type: ignore[assignment]
 
     def _dispatch(self, outputs: list[RequestOutput]) -> None:
         super()._dispatch(outputs)
@@ -666,18 +686,26 @@ class _CoreEngine(AsyncEngine):
         self.core.flush()  # everything this iteration produced, as one message
 
     def _take_commands(self, block: bool) -> list[Any]:
-        heartbeat = self.core.heartbeat
-        if not block or heartbeat is None:
-            return super()._take_commands(block)
-        heartbeat.idle = True  # waiting for work: nothing can be stuck meanwhile
-        try:
-            return super()._take_commands(block)
-        finally:
-            heartbeat.idle = False
+        core = self.core
+        core.engine_thread = threading.get_ident()
+        core.poll()  # what came on the pipe, into the queue
+        if block and self._commands.empty():
+            heartbeat = core.heartbeat
+            if heartbeat is not None:
+                heartbeat.idle = True  # waiting for work: nothing can be stuck meanwhile
+            try:
+                while self._commands.empty():
+                    core.wait()
+                    core.poll()
+            finally:
+                if heartbeat is not None:
+                    heartbeat.idle = False
+        return super()._take_commands(False)
 
     def _close(self, state: str, error: BaseException) -> None:
         super()._close(state, error)
         self.core.flush()
+        self.core.engine_stopped()  # a reader thread answers the pipe from here on
 
 
 class _Core:
@@ -698,7 +726,15 @@ class _Core:
         self.stop = threading.Event()
         self.closing = False
         self.heartbeat = None if beat is None else Heartbeat(self.beat, beat)
+        # The engine thread reads the pipe while it runs (pipe_reader "engine"); once it has
+        # stopped, a reader thread does ("thread"); "closed" after EOF.
+        self.pipe_reader = "engine"
+        self.engine_thread: int | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self.ae = _CoreEngine(engine, self, max_waiting, compile_timeout)
+        self.ae.start()
 
     def ready_info(self) -> dict[str, Any]:
         engine = self.ae.engine
@@ -769,14 +805,57 @@ class _Core:
 
     # -- in ------------------------------------------------------------------------------------
 
+    def poll(self) -> None:
+        """On the engine thread: handle every command that has arrived on the pipe."""
+        if self.pipe_reader != "engine":
+            return
+        conn = self.conn
+        try:
+            while conn.poll(0):
+                self.handle(conn.recv())
+        except (EOFError, OSError):
+            self.pipe_reader = "closed"
+            # ae.shutdown joins the engine thread: from a thread of its own
+            threading.Thread(target=self.server_gone, name="vibekit-core-eof",
+                             daemon=True).start()
+
+    def wait(self) -> None:
+        """On the engine thread, idle: until a command arrives on the pipe or another thread
+        queued one (its wake-up)."""
+        fds: list[Any] = [self._wake_r]
+        if self.pipe_reader == "engine":
+            fds.append(self.conn)
+        multiprocessing.connection.wait(fds)
+        try:
+            os.read(self._wake_r, 4096)
+        except BlockingIOError:
+            pass
+
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # full: the engine thread has wake-ups to read already
+
+    def engine_stopped(self) -> None:
+        """The engine thread is done (stopped or crashed): a reader thread answers the pipe
+        (rejections, aborts, shutdown) until EOF."""
+        if self.pipe_reader == "engine":
+            self.pipe_reader = "thread"
+            threading.Thread(target=self.read, name="vibekit-core-commands",
+                             daemon=True).start()
+
     def read(self) -> None:
-        """The reader thread: commands to the engine thread, in order; EOF: the server is
-        gone, so everything is aborted and the core stops."""
+        """The reader thread (once the engine thread has stopped): commands in order; EOF:
+        the server is gone, so everything is aborted and the core stops."""
         try:
             while True:
                 self.handle(self.conn.recv())
         except (EOFError, OSError):
             pass
+        self.server_gone()
+
+    def server_gone(self) -> None:
         if not self.closing:
             logger.warning("the server process is gone; the engine core stops")
             self.closing = True
@@ -856,7 +935,6 @@ def _core_main(conn: Any, factory: Callable[..., Engine], args: tuple[Any, ...],
         core = _Core(conn, engine, max_waiting, beat, compile_timeout)
         tune_process()  # the model's heap out of the collector's way (serve/tuning.py)
         conn.send(("ready", core.ready_info()))
-        threading.Thread(target=core.read, name="vibekit-core-commands", daemon=True).start()
         if core.heartbeat is not None:
             core.heartbeat.start()
         core.stop.wait()
