@@ -149,11 +149,16 @@ def test_a_killed_replicas_requests_are_retried_on_the_other(cluster, reference)
         first = next(line for line in lines if line.startswith("data: "))
         assert json.loads(first[6:])["choices"][0]["text"] is not None
         threads = [threading.Thread(target=send, args=(i,)) for i in range(len(prompts))]
-        for t in threads:
+        # The six go out 20 ms apart, so that each is routed on the loads the ones before it
+        # left (a burst is routed on one snapshot and can miss the doomed replica entirely);
+        # about half of them land there. Then the kill, while the stream still runs: a fixed
+        # time, not a number of events (events carry more tokens the faster the engine runs).
+        started = time.monotonic()
+        for i, t in enumerate(threads):
+            while time.monotonic() - started < 0.02 * i:
+                next(lines)
             t.start()
-        # Let the doomed replica step on: 30 more tokens of the stream are time enough for the
-        # six to be routed (about half of them there) and admitted, on a loaded machine too.
-        for _ in range(30):
+        while time.monotonic() - started < 0.2:
             next(lines)
         t0 = time.monotonic()
         ray.kill(replica_actor(doomed), no_restart=False)
