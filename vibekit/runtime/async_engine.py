@@ -141,7 +141,11 @@ class RequestStream:
             merged = item
         if merged is out:
             return out
-        return dataclasses.replace(merged, delta_token_ids=delta_ids, delta_text=delta_text)
+        if type(merged) is not RequestOutput:
+            return dataclasses.replace(merged, delta_token_ids=delta_ids, delta_text=delta_text)
+        return RequestOutput(merged.request_id, merged.prompt_token_ids, merged.token_ids,
+                             merged.text, merged.finish_reason, merged.usage, delta_ids,
+                             delta_text)  # (dataclasses.replace costs ~5x this)
 
     def _put(self, item: RequestOutput | BaseException) -> None:
         """Queue an output or an error (on the stream's loop)."""
