@@ -135,3 +135,18 @@ def test_sample_frequencies_match_sampling_probs():
     expected = num_draws * probs[support].double()
     chi2 = float(((counts[support] - expected) ** 2 / expected).sum())
     assert chi2 < _chi2_quantile(int(support.sum()) - 1), (chi2, counts, expected)
+
+
+def test_rows_without_top_k_or_top_p_are_left_as_they_are_and_the_others_masked_alone():
+    torch.manual_seed(3)
+    logits = torch.randn(5, 300)
+    off_k, off_p = torch.zeros(5, dtype=torch.int64), torch.ones(5)
+    assert apply_top_k_top_p(logits, off_k, off_p) is logits  # nothing to mask: no sort
+    top_k = torch.tensor([0, 7, 0, 300, 2])
+    top_p = torch.tensor([1.0, 1.0, 0.5, 1.0, 0.9])
+    mixed = apply_top_k_top_p(logits, top_k, top_p)
+    for i in range(5):
+        alone = apply_top_k_top_p(logits[i:i + 1], top_k[i:i + 1], top_p[i:i + 1])[0]
+        assert torch.equal(mixed[i], alone)
+    assert torch.equal(mixed[0], logits[0]) and torch.equal(mixed[3], logits[3])
+    assert int(torch.isfinite(mixed[1]).sum()) == 7 and int(torch.isfinite(mixed[4]).sum()) <= 2

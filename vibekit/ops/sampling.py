@@ -13,16 +13,28 @@ def apply_top_k_top_p(
     """Mask logits [S, V] outside each row's top-k (k <= 0: off) and top-p nucleus (p >= 1: off).
 
     The nucleus is the smallest set of most likely tokens whose probability reaches top_p; the
-    most likely token is always kept.
+    most likely token is always kept. Rows with neither (the default) are returned as they are,
+    without the sort: on a CPU, sorting a 16 x 4096 batch cost ~3 ms, 6x a decode step of the zoo
+    model. (Before this, top_p = 1 also dropped the tail tokens whose preceding cumulative mass
+    rounded to 1.0 in float32; "off" now means off.)
     """
     vocab = logits.shape[-1]
+    top_k, top_p = top_k.to(logits.device), top_p.to(logits.device)
+    active = ((top_k > 0) & (top_k < vocab)) | (top_p < 1)
+    if not bool(active.any()):
+        return logits  # no row masks anything: skip the sort (most of the cost)
+    if not bool(active.all()):
+        rows = torch.nonzero(active).flatten()
+        out = logits.clone()
+        out[rows] = apply_top_k_top_p(logits[rows], top_k[rows], top_p[rows])
+        return out
     sorted_logits, sorted_idx = logits.sort(dim=-1, descending=True)
-    k = torch.where(top_k <= 0, vocab, top_k.clamp(max=vocab)).to(logits.device)
+    k = torch.where(top_k <= 0, vocab, top_k.clamp(max=vocab))
     ranks = torch.arange(vocab, device=logits.device).unsqueeze(0)
     remove = ranks >= k.unsqueeze(1)
     probs = sorted_logits.masked_fill(remove, float("-inf")).softmax(dim=-1)
     cum_before = probs.cumsum(dim=-1) - probs  # mass of strictly more likely tokens
-    remove |= cum_before >= top_p.to(logits.device).unsqueeze(1)
+    remove |= cum_before >= top_p.unsqueeze(1)
     remove[:, 0] = False
     sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
     return torch.full_like(logits, float("-inf")).scatter(1, sorted_idx, sorted_logits)
