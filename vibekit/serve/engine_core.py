@@ -22,8 +22,10 @@ liveness reports (vibekit.serve.liveness: a core that holds requests and makes n
 `stall_timeout` seconds is killed and marked dead, its requests fail with 503 engine_stalled).
 In the core, the engine thread itself sends each batch at the end of its loop iteration
 (AsyncEngine's deliveries run immediately into an outbox), so no second thread takes the GIL per
-step; a reader thread takes commands off the pipe and submits them to the engine thread. In the
-server, the client reads the pipe on the event loop (start() from the app's lifespan: the
+step, and it also reads the commands off the pipe between steps (while idle it waits on the
+pipe and on a wake-up pipe that other threads' submits write to); once it has stopped or
+crashed, a reader thread answers the pipe instead. In the server, the client reads the pipe on
+the event loop (start() from the app's lifespan: the
 loop's reader callback delivers each batch to the streams directly); anywhere else a reader
 thread does and posts to the streams' loops. On the loop, each engine step costs the server one
 wake-up instead of a thread's wake-up, a GIL hand-off and a second wake-up of the loop (on the
@@ -392,7 +394,7 @@ class EngineCoreClient:
             except EngineDeadError:
                 pass  # the core is gone and holds no pages for anyone
 
-    _reader_exiting = False
+    _reader_exiting = False  # the pipe closed and the reaper runs (or ran)
 
     def _start_reader_thread(self) -> threading.Thread:
         self._handover = False

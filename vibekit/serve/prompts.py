@@ -9,15 +9,15 @@ so chat requests get a 400 saying so (serve it with `--chat-template FILE` to su
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 from vibekit.core.tokenize import text_encoder
 from vibekit.serve.errors import APIError
 
-# (id(tokenizer), add_special_tokens) -> (tokenizer, its text_encoder); the tokenizer is held so
-# that its id is never reused while the entry lives (a server holds one or two tokenizers).
-_ENCODERS: dict[tuple[int, bool], tuple[Any, Any]] = {}
+# tokenizer -> {add_special_tokens: its text_encoder}, for as long as the tokenizer lives
+_ENCODERS: weakref.WeakKeyDictionary[Any, dict[bool, Any]] = weakref.WeakKeyDictionary()
 
 
 def has_chat_template(tokenizer: Any) -> bool:
@@ -61,11 +61,14 @@ def encode(tokenizer: Any, prompt: str | Sequence[int], add_special_tokens: bool
         if tokenizer is None:
             raise APIError("this model has no tokenizer; send the prompt as token ids",
                            param="prompt")
-        key = (id(tokenizer), add_special_tokens)
-        entry = _ENCODERS.get(key)
-        if entry is None or entry[0] is not tokenizer:
-            entry = _ENCODERS[key] = (tokenizer, text_encoder(tokenizer, add_special_tokens))
-        return entry[1](prompt)
+        try:
+            encoders = _ENCODERS.setdefault(tokenizer, {})
+        except TypeError:  # not weak-referenceable or not hashable: no cache
+            return text_encoder(tokenizer, add_special_tokens)(prompt)
+        encoder = encoders.get(add_special_tokens)
+        if encoder is None:
+            encoder = encoders[add_special_tokens] = text_encoder(tokenizer, add_special_tokens)
+        return encoder(prompt)
     ids = list(prompt)
     if vocab_size is not None and any(not 0 <= t < vocab_size for t in ids):
         raise APIError(f"prompt token ids must be in [0, {vocab_size})", param="prompt")
