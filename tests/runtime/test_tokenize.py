@@ -26,7 +26,8 @@ def _sequences(tok, n: int, seed: int = 0) -> list[list[int]]:
     rng = random.Random(seed)
     vocab = len(tok)
     special = list(tok.all_special_ids)
-    out = [tok.encode("déjà vu: naïve café — 日本語 ✓ def f(x):\n    return x", add_special_tokens=False)]
+    text = "déjà vu: naïve café — 日本語 ✓ def f(x):\n    return x"
+    out = [tok.encode(text, add_special_tokens=False)]
     for _ in range(n):
         ids = [rng.randrange(vocab) for _ in range(rng.randint(1, 40))]
         if special and rng.random() < 0.5:

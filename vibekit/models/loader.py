@@ -42,11 +42,7 @@ def load_model(
         model, config, tok = load_model("dummy:tiny-llama", torch.float32, "cpu")
     """
     dtype, device = resolve_dtype(dtype), torch.device(device)
-    text = os.fspath(source)
-    if text.startswith("zoo:"):
-        from vibekit import zoo
-
-        text = os.fspath(zoo.path(text[len("zoo:"):]))
+    text = resolve_source(source)
     if text.startswith("dummy:") and hybrid_dummy_config(text[len("dummy:"):]) is not None:
         hf = hybrid_dummy_hf_model(text[len("dummy:"):], seed)
         config = config_from_hf(hf.config.to_dict())
@@ -73,6 +69,27 @@ def load_model(
     if any((path / name).is_file() for name in _TOKENIZER_FILES):
         tokenizer = AutoTokenizer.from_pretrained(path)
     return model, config, tokenizer
+
+
+def resolve_source(source: str | os.PathLike) -> str:
+    """`source` as load_model reads it: "zoo:<name>" becomes that model's folder; anything else
+    (a folder, "dummy:...") is returned as it is."""
+    text = os.fspath(source)
+    if text.startswith("zoo:"):
+        from vibekit import zoo
+
+        text = os.fspath(zoo.path(text[len("zoo:"):]))
+    return text
+
+
+def generation_config(source: str | os.PathLike) -> dict:
+    """The generation_config.json of an HF folder or zoo model (what HF generate honours), or
+    {} where there is none (dummy models, folders without one)."""
+    text = resolve_source(source)
+    if text.startswith("dummy:"):
+        return {}
+    path = Path(text) / "generation_config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def weight_files(path: str | os.PathLike) -> list[Path]:

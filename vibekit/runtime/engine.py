@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -318,10 +316,9 @@ class Engine:
 
 def _generation_eos_ids(source: str | os.PathLike) -> list[int]:
     """EOS ids from generation_config.json, which HF generate honours too."""
-    path = Path(os.fspath(source)) / "generation_config.json"  # "dummy:..." has none
-    if not path.is_file():
-        return []
-    eos = json.loads(path.read_text()).get("eos_token_id")
+    from vibekit.models.loader import generation_config
+
+    eos = generation_config(source).get("eos_token_id")
     if eos is None:
         return []
     return list(eos) if isinstance(eos, list) else [eos]

@@ -21,7 +21,6 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -439,18 +438,7 @@ class SpeechEngine:
 
 def _generation_max_length(source: str) -> int | None:
     """max_length of an HF folder's (or zoo model's) generation_config.json, if it has one."""
-    import json
-    import os
+    from vibekit.models.loader import generation_config
 
-    text = os.fspath(source)
-    if text.startswith("dummy:"):
-        return None
-    if text.startswith("zoo:"):
-        from vibekit import zoo
-
-        text = os.fspath(zoo.path(text[len("zoo:"):]))
-    path = Path(text) / "generation_config.json"
-    if not path.is_file():
-        return None
-    value = json.loads(path.read_text()).get("max_length")
+    value = generation_config(source).get("max_length")
     return value if isinstance(value, int) and value > 1 else None
