@@ -379,9 +379,10 @@ class EngineCoreClient:
     def _send(self, msg: tuple[Any, ...], force: bool = False) -> None:
         if not force:
             self._check_accepting()
+        data = _dumps(msg)
         try:
             with self._send_lock:
-                self._conn.send(msg)
+                self._conn.send_bytes(data)
         except (OSError, ValueError) as exc:  # the core's end is gone
             raise EngineDeadError(f"the engine core is not running: {exc}") from exc
 
@@ -570,6 +571,14 @@ class EngineCoreClient:
                 loop.call_soon_threadsafe(_run_all, items)
             except RuntimeError:
                 pass
+
+
+def _dumps(msg: tuple[Any, ...]) -> bytes:
+    """A message for the pipe, read back by Connection.recv (pickle.loads). Plain pickle, not
+    Connection.send's ForkingPickler: the messages hold only plain objects, and building a
+    ForkingPickler (a copy of its reducer table per message) cost more than pickling a step's
+    batch (7 vs 3 us here, once per step and per request)."""
+    return pickle.dumps(msg, pickle.HIGHEST_PROTOCOL)
 
 
 def _copy(error: BaseException) -> BaseException:
@@ -801,7 +810,7 @@ class _Core:
 
     def send(self, msg: tuple[Any, ...]) -> None:
         try:
-            self.conn.send(msg)
+            self.conn.send_bytes(_dumps(msg))
         except (OSError, ValueError):  # the server is gone
             self.stop.set()
 
