@@ -143,6 +143,38 @@ def test_a_request_past_its_deadline_fails_and_frees_its_pages():
     assert engine.cache.manager.pool.num_used_pages == 0, "pages leaked"
 
 
+def test_a_reused_request_id_is_not_failed_by_its_predecessors_deadline():
+    engine = Engine.from_pretrained(MODEL, max_model_len=512, num_pages=128)
+    real_step = engine.step
+
+    def slow_step():  # 60 tokens take >= 0.6 s
+        time.sleep(0.01)
+        return real_step()
+
+    engine.step = slow_step
+    ae = AsyncEngine(engine)
+    ae._deadline_slack = 4
+
+    async def main():
+        first = await collect(ae, "x", greedy(2, ignore_eos=True), request_id="r",
+                              timeout=0.3)
+        assert first[-1].finish_reason == "length"
+        # the same id again, well past the first one's deadline of 0.3 s
+        return await collect(ae, "x", greedy(60, ignore_eos=True), request_id="r", timeout=30)
+
+    second = run(main())
+    assert second[-1].finish_reason == "length" and len(second[-1].token_ids) == 60
+
+    async def many():  # finished requests' deadline entries do not pile up
+        for i in range(12):
+            await collect(ae, "x", greedy(1), timeout=30)
+            assert len(ae._deadlines) <= 2 * 1 + 4 + 1
+
+    run(many())
+    ae.shutdown(timeout=5)
+    assert ae.stats()["num_finished_deadline"] == 0
+
+
 def test_a_full_waiting_queue_refuses_new_requests_until_one_finishes():
     engine = Engine.from_pretrained(MODEL, max_model_len=256, num_pages=128, max_num_seqs=2)
     ae = AsyncEngine(engine, max_waiting=1)

@@ -253,7 +253,10 @@ class AsyncEngine:
         self.max_in_flight = (None if max_waiting is None
                               else engine.config.scheduler.max_num_seqs + max_waiting)
         self._num_in_flight = 0  # guarded by _lock: submitted adds not yet finished or failed
-        self._deadlines: list[tuple[float, str, float]] = []  # engine thread only: a heap
+        # engine thread only: a heap of (deadline, seq, request_id, timeout, stream)
+        self._deadlines: list[tuple[float, int, str, float, RequestStream]] = []
+        self._deadline_seq = itertools.count()
+        self._deadline_slack = 1024  # stale entries allowed before the heap is compacted
         self._fresh: dict[str, _Add] = {}  # engine thread only: added, no output yet
         self._thread = threading.Thread(target=self._run, name="vibekit-engine", daemon=True)
         if start:
@@ -601,8 +604,9 @@ class AsyncEngine:
     def _expire(self, now: float) -> None:
         heap = self._deadlines
         while heap and heap[0][0] <= now:
-            _, request_id, timeout = heapq.heappop(heap)
-            if request_id in self._streams:
+            _, _, request_id, timeout, stream = heapq.heappop(heap)
+            # only the stream the deadline was set for (an id can be reused once it finished)
+            if self._streams.get(request_id) is stream:
                 self._fail(request_id, DeadlineExceededError(
                     f"the request ran past its deadline (timeout of {timeout:g} s) and was "
                     "aborted"))
@@ -623,7 +627,15 @@ class AsyncEngine:
             self._streams[cmd.request_id] = cmd.stream
             self._fresh[cmd.request_id] = cmd
             if cmd.deadline is not None:
-                heapq.heappush(self._deadlines, (cmd.deadline, cmd.request_id, cmd.timeout))
+                heap = self._deadlines
+                heapq.heappush(heap, (cmd.deadline, next(self._deadline_seq), cmd.request_id,
+                                      cmd.timeout, cmd.stream))
+                if len(heap) > 2 * len(self._streams) + self._deadline_slack:
+                    # Finished requests' entries stay until their deadline: drop them, so the
+                    # heap holds O(in flight) entries, not O(rate x timeout).
+                    streams = self._streams
+                    heap[:] = [e for e in heap if streams.get(e[2]) is e[4]]
+                    heapq.heapify(heap)
             if not _post(cmd.stream._loop, _set_result, cmd.accepted, None):
                 self._abort(cmd.request_id)  # the caller's loop is gone
         elif isinstance(cmd, _Abort):
