@@ -11,7 +11,12 @@ add_request to the step that returns its first token). Every repeat runs all of 
 (interleaved); the table shows medians over the repeats. cpu x: the server's CPU seconds
 (both processes in process mode) over Engine.generate's, steadier than wall time on a shared
 machine. The client runs in its own process
-(as real clients do); on a small machine it still takes CPU the server could use.
+(as real clients do); on a small machine it still takes CPU the server could use. A second
+table splits the CPU per token by process (microseconds of CPU per completion token; needs
+psutil): the engine (Engine.generate), the server's engine core and HTTP process (thread mode:
+one process), and the load generator. Decode is serial in the engine core, so the core's column
+bounds the throughput; on a machine with fewer cores than busy processes, the sum of the
+server's columns and the client's does too.
 
     python benchmarks/bench_server.py            # concurrency 1, 16, 64, both modes
     python benchmarks/bench_server.py --quick    # a few seconds, for CI
@@ -25,6 +30,7 @@ import gc
 import importlib.util
 import json
 import multiprocessing
+import os
 import random
 import socket
 import statistics
@@ -165,6 +171,16 @@ def _server_cpu(served: AsyncEngine | EngineCoreClient) -> float:
     return total
 
 
+def _cpu_of(pid: int | None) -> float:
+    """CPU seconds (user + system) of process `pid` so far (0 without psutil or pid)."""
+    if pid is None or not importlib.util.find_spec("psutil"):
+        return 0.0
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
 def engine_closed_loop(engine: Engine, prompts: list[str], params: SamplingParams,
                        concurrency: int) -> tuple[float, list[float], int]:
     """The clients' closed loop on the engine itself: (wall s, TTFTs s, tokens)."""
@@ -245,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'conc':>4} {'mode':>7} {'req/s':>7} {'tok/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'ttft50 ms':>9} {'engine tok/s':>12} {'eng ttft50':>10} {'tok/s x':>7} "
           f"{'ttft x':>6} {'cpu x':>6}")
+    client_pid = client.apply(os.getpid)
+    cpu_rows: list[str] = []
     try:
         for c in args.concurrency:
             prompts = make_prompts(rng, args.num_requests, f"c{c}")
@@ -254,22 +272,30 @@ def main(argv: list[str] | None = None) -> int:
             runs: dict[str, list[tuple[float, list[tuple[float, float, int]]]]] = {
                 m: [] for m in servers}
             server_cpu: dict[str, list[float]] = {m: [] for m in servers}
-            engine_cpu = []
+            split: dict[str, list[tuple[float, float, float]]] = {m: [] for m in servers}
+            engine_cpu, engine_us = [], []
             for _ in range(args.repeats):
                 t0, cpu0 = time.perf_counter(), time.process_time()
                 outs = baseline.generate(prompts, params)
                 engine_cpu.append(time.process_time() - cpu0)
                 engine_tokens = sum(len(o.token_ids) for o in outs)
+                engine_us.append(engine_cpu[-1] / engine_tokens)
                 engine_tps.append(engine_tokens / (time.perf_counter() - t0))
                 _, ttfts, loop_tokens = engine_closed_loop(baseline, prompts, params, c)
                 assert loop_tokens == engine_tokens, "the closed loop lost tokens"
                 engine_ttft.append(statistics.median(ttfts) * 1e3)
                 for mode, (served, _, _, url) in servers.items():
-                    cpu0 = _server_cpu(served)
+                    core_pid = (served.process.pid if isinstance(served, EngineCoreClient)
+                                else None)
+                    cpu0, core0 = _server_cpu(served), _cpu_of(core_pid)
+                    client0, http0 = _cpu_of(client_pid), time.process_time()
                     run = client.apply(run_level_sync, (url, args.model, prompts,
                                                         args.max_tokens, c, args.client))
                     runs[mode].append(run)
                     server_cpu[mode].append(_server_cpu(served) - cpu0)
+                    split[mode].append(((_cpu_of(core_pid) - core0) / engine_tokens,
+                                        (time.process_time() - http0) / engine_tokens,
+                                        (_cpu_of(client_pid) - client0) / engine_tokens))
             eng_tps, eng_ttft = statistics.median(engine_tps), statistics.median(engine_ttft)
             for mode, mode_runs in runs.items():
                 tps, rps, p50, p99, ttft50 = [], [], [], [], []
@@ -289,6 +315,16 @@ def main(argv: list[str] | None = None) -> int:
                       f"{eng_ttft:>10.1f} {med(tps) / eng_tps:>6.2f}x "
                       f"{med(ttft50) / eng_ttft:>5.2f}x "
                       f"{med(server_cpu[mode]) / med(engine_cpu):>5.2f}x", flush=True)
+                core_us, http_us, client_us = (med(x[i] for x in split[mode]) * 1e6
+                                               for i in range(3))
+                cpu_rows.append(f"{c:>4} {mode:>7} {med(engine_us) * 1e6:>7.1f} "
+                                f"{'-' if mode == 'thread' else f'{core_us:.1f}':>7} "
+                                f"{http_us:>7.1f} {client_us:>7.1f}")
+        if importlib.util.find_spec("psutil"):
+            print("CPU us per completion token: engine (Engine.generate), the server's core "
+                  "and HTTP process (thread mode: both in one), the load generator")
+            print(f"{'conc':>4} {'mode':>7} {'engine':>7} {'core':>7} {'http':>7} {'client':>7}")
+            print("\n".join(cpu_rows), flush=True)
     finally:
         client.terminate()
         for served, server, thread, _ in servers.values():
