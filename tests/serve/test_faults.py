@@ -116,15 +116,21 @@ def test_a_breaking_request_admitted_with_others_fails_alone_and_they_stay_exact
     assert ae.stats()["num_finished_error"] == 1
 
 
-def test_a_request_past_its_deadline_fails_and_frees_its_pages():
+def slow_engine() -> Engine:
+    """An engine whose every step takes at least 10 ms (400 tokens take >= 4 s)."""
     engine = Engine.from_pretrained(MODEL, max_model_len=512, num_pages=128)
     real_step = engine.step
 
-    def slow_step():  # 400 tokens take >= 4 s
+    def slow_step():
         time.sleep(0.01)
         return real_step()
 
     engine.step = slow_step
+    return engine
+
+
+def test_a_request_past_its_deadline_fails_and_frees_its_pages():
+    engine = slow_engine()
     ae = AsyncEngine(engine)
 
     async def main():
@@ -144,15 +150,7 @@ def test_a_request_past_its_deadline_fails_and_frees_its_pages():
 
 
 def test_a_reused_request_id_is_not_failed_by_its_predecessors_deadline():
-    engine = Engine.from_pretrained(MODEL, max_model_len=512, num_pages=128)
-    real_step = engine.step
-
-    def slow_step():  # 60 tokens take >= 0.6 s
-        time.sleep(0.01)
-        return real_step()
-
-    engine.step = slow_step
-    ae = AsyncEngine(engine)
+    ae = AsyncEngine(slow_engine())  # the second request's 60 tokens take >= 0.6 s
     ae._deadline_slack = 4
 
     async def main():
@@ -166,7 +164,7 @@ def test_a_reused_request_id_is_not_failed_by_its_predecessors_deadline():
     assert second[-1].finish_reason == "length" and len(second[-1].token_ids) == 60
 
     async def many():  # finished requests' deadline entries do not pile up
-        for i in range(12):
+        for _ in range(12):
             await collect(ae, "x", greedy(1), timeout=30)
             assert len(ae._deadlines) <= 2 * 1 + 4 + 1
 
