@@ -71,8 +71,11 @@ def inject_faults(engine: Engine) -> None:
     pattern = torch.tensor(POISON)
 
     def forward(input_ids, *args, **kwargs):
-        if bool((input_ids == POISON[0]).any()):
-            windows = input_ids.flatten().unfold(0, len(POISON), 1)
+        flat = input_ids.flatten()
+        # a step shorter than the pattern cannot hold it (a sampled 258 in a small decode batch
+        # made unfold raise, and the soak counted the harness's error as the server's)
+        if flat.numel() >= len(POISON) and bool((flat == POISON[0]).any()):
+            windows = flat.unfold(0, len(POISON), 1)
             if bool((windows == pattern.to(input_ids.device)).all(dim=1).any()):
                 raise RuntimeError("injected kernel fault")
         return real_forward(input_ids, *args, **kwargs)
