@@ -223,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch threads of every engine (default: torch's)")
     ap.add_argument("--client", choices=["aiohttp", "httpx"], default=None,
                     help="HTTP client of the load generator (default: aiohttp if installed)")
+    ap.add_argument("--stream-interval", type=int, default=1,
+                    help="the server's stream_interval (tokens per SSE chunk after the first)")
     ap.add_argument("--quick", action="store_true", help="tiny sweep for CI (a few seconds)")
     args = ap.parse_args(argv)
     if args.quick:
@@ -243,15 +245,18 @@ def main(argv: list[str] | None = None) -> int:
           f"per level, max_tokens {args.max_tokens} (greedy, ignore_eos), prompts of 3-10 "
           f"words, prefix caching off, concurrency {args.concurrency}, modes {args.modes}, "
           f"medians of {args.repeats} interleaved repeats, client {args.client} SSE on "
-          f"loopback in its own process, cpu with {torch.get_num_threads()} torch threads")
+          f"loopback in its own process, cpu with {torch.get_num_threads()} torch threads, "
+          f"stream interval {args.stream_interval}")
     servers = {}
     for mode in args.modes:
         if mode == "thread":
             engine = Engine.from_pretrained(args.model, **options)
             engine.generate(make_prompts(rng, 4, "warm"), params)  # first calls are slow
-            served: AsyncEngine | EngineCoreClient = AsyncEngine(engine, start=False)
+            served: AsyncEngine | EngineCoreClient = AsyncEngine(
+                engine, start=False, stream_interval=args.stream_interval)
         else:
-            served = EngineCoreClient(load_engine, args.model, **options)
+            served = EngineCoreClient(load_engine, args.model,
+                                      stream_interval=args.stream_interval, **options)
         servers[mode] = (served, *start_server(served, args.model))
     tune_process()  # as run_server does once it is set up
     client = multiprocessing.get_context("spawn").Pool(1, initializer=client_init)

@@ -81,15 +81,32 @@ def _serve(args: argparse.Namespace) -> int:
                    num_prepare_threads=args.prepare_threads,
                    engine_process=args.engine_process,
                    engine_stall_timeout=args.engine_stall_timeout or None,
-                   grammar_compile_timeout=args.grammar_compile_timeout or None, **options)
+                   grammar_compile_timeout=args.grammar_compile_timeout or None,
+                   stream_interval=args.stream_interval, **options)
     except KeyboardInterrupt:  # uvicorn re-raises SIGINT after its graceful shutdown
         pass
     return 0
 
 
+def _stream_interval(text: str) -> int:
+    """argparse type of --stream-interval: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+    return value
+
+
 def _serve_replicas(args: argparse.Namespace) -> int:
     """`vibekit serve MODEL --replicas N`: N engines on Ray Serve behind one ingress."""
     import logging
+
+    if args.stream_interval != 1:
+        print("vibekit serve --replicas: --stream-interval is not supported with replicas yet",
+              file=sys.stderr)
+        return 2
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -232,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
                      help="seconds a response_format's grammar may take to compile before its "
                           "request gets a 400 (0: no limit); the compile finishes in the "
                           "background and is cached for the next request with that schema")
+    srv.add_argument("--stream-interval", type=_stream_interval, default=1,
+                     help="tokens per streamed chunk after the first: fewer, bigger SSE events "
+                          "(less CPU per token) at the cost of the time between them; 1: every "
+                          "token (not with --replicas)")
     ray_ = srv.add_argument_group(
         "replicas (Ray Serve; needs the `ray` extra)",
         "--replicas N runs N engines behind one OpenAI ingress on Ray Serve, each request routed "

@@ -85,14 +85,18 @@ class RequestStream:
 
     coalesce: a consumer slower than the engine gets the outputs that queued up meanwhile as
     one (the latest output, with the deltas of all of them), so it never falls behind by more
-    than one read.
+    than one read. interval (with coalesce): after the first output, a waiting consumer is
+    woken once `interval` new tokens have queued up (or the request finished or failed), so it
+    reads them as one output; 1: at every output.
     """
 
     def __init__(self, owner: AsyncEngine, request_id: str, loop: asyncio.AbstractEventLoop,
-                 coalesce: bool = False) -> None:
+                 coalesce: bool = False, interval: int = 1) -> None:
         self.request_id = request_id
         self.finished = False
         self.coalesce = coalesce
+        self._interval = interval if coalesce else 1
+        self._held = -1  # tokens queued since the consumer's last read; -1: before the first
         self._owner = owner
         self._loop = loop
         # NOTE: a deque and one waiter future, not an asyncio.Queue: this is touched once per
@@ -123,6 +127,8 @@ class RequestStream:
             raise item
         if self.coalesce:
             item = self._take_queued(item)
+            if self._held > 0:
+                self._held = 0  # counted from this read on
         if item.finished:
             self.finished = True
         return item
@@ -150,6 +156,13 @@ class RequestStream:
     def _put(self, item: RequestOutput | BaseException) -> None:
         """Queue an output or an error (on the stream's loop)."""
         self._items.append(item)
+        if self._interval > 1:
+            if (self._held >= 0 and not isinstance(item, BaseException)
+                    and not item.finished):
+                self._held += len(item.delta_token_ids)
+                if self._held < self._interval:
+                    return  # not yet: the consumer reads these with the next ones
+            self._held = max(self._held, 0)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -200,6 +213,13 @@ class _Totals:
 _RUNNING, _CLOSING, _STOPPED, _DEAD = "running", "closing", "stopped", "dead"
 
 
+def check_stream_interval(interval: int) -> None:
+    """ValueError unless `interval` is an int >= 1 (tokens between a stream's reads)."""
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+        raise ValueError(f"stream_interval={interval!r} is invalid; it must be an integer >= 1 "
+                         "(1: stream every token)")
+
+
 def check_compile_timeout(timeout: float | None) -> None:
     """ValueError unless `timeout` is None or a positive number of seconds."""
     if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
@@ -225,14 +245,20 @@ class AsyncEngine:
     max_waiting: how many requests may wait beyond the engine's max_num_seqs running ones
     (None: unbounded); past that, add_request raises QueueFullError. grammar_compile_timeout:
     seconds `compile_grammar` waits for a response_format's grammar before it refuses the
-    request with GrammarCompileTimeoutError (None: no limit).
+    request with GrammarCompileTimeoutError (None: no limit). stream_interval: a coalescing
+    stream (`coalesce=True`, as the server's) hands its consumer new tokens at most every
+    `stream_interval` tokens after the first (vLLM's and SGLang's --stream-interval): fewer,
+    bigger reads, at the cost of the time between them; 1: every step.
     """
 
     def __init__(self, engine: Engine, start: bool = True, max_waiting: int | None = None,
-                 grammar_compile_timeout: float | None = DEFAULT_GRAMMAR_COMPILE_TIMEOUT) -> None:
+                 grammar_compile_timeout: float | None = DEFAULT_GRAMMAR_COMPILE_TIMEOUT,
+                 stream_interval: int = 1) -> None:
         if max_waiting is not None and max_waiting < 0:
             raise ValueError(f"max_waiting={max_waiting} is invalid; it must be >= 0 or None")
         check_compile_timeout(grammar_compile_timeout)
+        check_stream_interval(stream_interval)
+        self.stream_interval = stream_interval
         self.grammar_compile_timeout = grammar_compile_timeout
         self._compile_slots = threading.BoundedSemaphore(_COMPILE_WORKERS)  # compiles at once
         self.engine = engine
@@ -319,7 +345,7 @@ class AsyncEngine:
                      coalesce: bool) -> RequestStream:
         """The stream add_request returns (a subclass may deliver its outputs elsewhere, as
         the engine core process does: vibekit.serve.engine_core)."""
-        return RequestStream(self, request_id, loop, coalesce)
+        return RequestStream(self, request_id, loop, coalesce, self.stream_interval)
 
     def compile_grammar(self, response_format: dict[str, Any] | None,
                         timeout: float | None = None) -> None:

@@ -78,6 +78,7 @@ from vibekit.runtime.async_engine import (
     _Abort,
     _Add,
     check_compile_timeout,
+    check_stream_interval,
 )
 from vibekit.runtime.engine import Engine
 from vibekit.serve.liveness import (
@@ -130,17 +131,20 @@ class EngineCoreClient:
     max_waiting: as AsyncEngine's (the core keeps the waiting queue). stall_timeout: seconds
     the core may hold unfinished requests without progress before it is killed and marked dead
     (EngineStalledError; None: never; see vibekit.serve.liveness). grammar_compile_timeout:
-    as AsyncEngine's (grammars compile in the core, in worker threads).
+    as AsyncEngine's (grammars compile in the core, in worker threads). stream_interval: as
+    AsyncEngine's, applied in the core, so the held-back tokens do not cross the pipe either.
     """
 
     def __init__(self, factory: Callable[..., Engine] = load_engine, *args: Any,
                  max_waiting: int | None = None, startup_timeout: float = 600.0,
                  stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
                  grammar_compile_timeout: float | None = DEFAULT_GRAMMAR_COMPILE_TIMEOUT,
-                 **kwargs: Any) -> None:
+                 stream_interval: int = 1, **kwargs: Any) -> None:
         if max_waiting is not None and max_waiting < 0:
             raise ValueError(f"max_waiting={max_waiting} is invalid; it must be >= 0 or None")
         check_compile_timeout(grammar_compile_timeout)
+        check_stream_interval(stream_interval)
+        self.stream_interval = stream_interval
         check_stall_timeout(stall_timeout)
         beat = None if stall_timeout is None else beat_interval(stall_timeout)
         ctx = multiprocessing.get_context("spawn")  # no fork of torch's threads
@@ -149,7 +153,7 @@ class EngineCoreClient:
         # ranks); it stops when this process closes the pipe, at the latest at exit (_at_exit).
         self.process = ctx.Process(target=_core_main, name="vibekit-engine-core",
                                    args=(child, factory, args, kwargs, max_waiting, beat,
-                                         grammar_compile_timeout))
+                                         grammar_compile_timeout, stream_interval))
         self.process.start()
         child.close()
         atexit.register(self._at_exit)
@@ -656,6 +660,8 @@ class _CoreStream(RequestStream):
     """A core-side stream: its outputs go into the next batch to the server."""
 
     prompt_sent = False
+    held_ids: list[int] = []  # tokens held back by the stream interval (and their text)
+    held_text = ""
 
     def _put(self, item: RequestOutput | BaseException) -> None:
         self._owner.core.emit(self, item)  # type: ignore[attr-defined]
@@ -724,8 +730,10 @@ class _Core:
     engine thread, which sends what each of its iterations produced as one batch."""
 
     def __init__(self, conn: Any, engine: Engine, max_waiting: int | None,
-                 beat: float | None, compile_timeout: float | None) -> None:
+                 beat: float | None, compile_timeout: float | None,
+                 stream_interval: int = 1) -> None:
         self.conn = conn
+        self.stream_interval = stream_interval  # see EngineCoreClient
         self.lock = threading.Lock()  # guards items, pending and the pipe's sending end
         self.items: list[tuple[Any, ...]] = []
         self.sent_stats: dict[str, float] | None = None
@@ -758,15 +766,25 @@ class _Core:
     def emit(self, stream: _CoreStream, item: RequestOutput | BaseException) -> None:
         rid = stream.request_id
         if isinstance(item, BaseException):
+            if stream.held_ids or stream.held_text:  # what was held back, then the error
+                self.push(("out", rid, stream.held_ids, stream.held_text, None, None, None))
             self.push(("err", rid, _portable(item)))
             return
         prompt = None
+        ids, text = item.delta_token_ids, item.delta_text
         if not stream.prompt_sent:
             stream.prompt_sent = True
             prompt = item.prompt_token_ids
+        elif self.stream_interval > 1:
+            # after the first output, one message per stream_interval tokens (and the last)
+            if stream.held_ids or stream.held_text:
+                ids, text = stream.held_ids + ids, stream.held_text + text
+            if not item.finished and len(ids) < self.stream_interval:
+                stream.held_ids, stream.held_text = ids, text
+                return
+            stream.held_ids, stream.held_text = [], ""
         final = (item.token_ids, item.text, item.usage) if item.finished else None
-        self.push(("out", rid, item.delta_token_ids, item.delta_text, item.finish_reason,
-                   prompt, final))
+        self.push(("out", rid, ids, text, item.finish_reason, prompt, final))
 
     def push(self, item: tuple[Any, ...]) -> None:
         with self.lock:
@@ -934,7 +952,7 @@ class _Core:
 
 def _core_main(conn: Any, factory: Callable[..., Engine], args: tuple[Any, ...],
                kwargs: dict[str, Any], max_waiting: int | None, beat: float | None,
-               compile_timeout: float | None) -> None:
+               compile_timeout: float | None, stream_interval: int = 1) -> None:
     """The core process: build the engine, then serve the pipe until shutdown or EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server drains on Ctrl-C, then stops us
     try:
@@ -943,7 +961,7 @@ def _core_main(conn: Any, factory: Callable[..., Engine], args: tuple[Any, ...],
         conn.send(("failed", _portable(exc)))
         return
     try:
-        core = _Core(conn, engine, max_waiting, beat, compile_timeout)
+        core = _Core(conn, engine, max_waiting, beat, compile_timeout, stream_interval)
         tune_process()  # the model's heap out of the collector's way (serve/tuning.py)
         conn.send(("ready", core.ready_info()))
         if core.heartbeat is not None:

@@ -21,7 +21,8 @@ def run_server(model: str, host: str = "127.0.0.1", port: int = 8000,
                max_waiting: int | None = None, chat_template: str | None = None,
                num_prepare_threads: int = 2, engine_process: bool = ENGINE_PROCESS_DEFAULT,
                engine_stall_timeout: float | None = 60.0,
-               grammar_compile_timeout: float | None = 60.0, **engine_options: Any) -> None:
+               grammar_compile_timeout: float | None = 60.0, stream_interval: int = 1,
+               **engine_options: Any) -> None:
     """Serve `model` (an HF folder, "dummy:<preset>" or "zoo:<name>") until SIGINT/SIGTERM.
 
     engine_options go to Engine.from_pretrained (max_model_len, page_size, num_pages,
@@ -36,7 +37,8 @@ def run_server(model: str, host: str = "127.0.0.1", port: int = 8000,
     requests get 503 engine_stalled, /health turns 503; None: no check; engine_process only;
     see vibekit.serve.liveness). grammar_compile_timeout: seconds a response_format's grammar
     may take to compile before its request gets a 400 (None: no limit; the compile goes on in
-    the background and is cached).
+    the background and is cached). stream_interval: tokens per streamed chunk after the first
+    (see AsyncEngine; 1: every token).
 
     Example: `run_server("dummy:tiny-llama", port=8000, max_model_len=1024)`
     """
@@ -59,14 +61,15 @@ def run_server(model: str, host: str = "127.0.0.1", port: int = 8000,
         served = EngineCoreClient(load_engine, model, dtype, device, max_waiting=max_waiting,
                                   stall_timeout=engine_stall_timeout,
                                   grammar_compile_timeout=grammar_compile_timeout,
-                                  **engine_options)
+                                  stream_interval=stream_interval, **engine_options)
         where = f"engine core process {served.process.pid}"
         num_pages = served.num_pages
     else:
         served = AsyncEngine(Engine.from_pretrained(model, dtype=dtype, device=device,
                                                     **engine_options),
                              start=False, max_waiting=max_waiting,
-                             grammar_compile_timeout=grammar_compile_timeout)
+                             grammar_compile_timeout=grammar_compile_timeout,
+                             stream_interval=stream_interval)
         where = "engine thread in the server process"
         num_pages = served.engine.num_pages
     if chat_template is not None:  # rendered here, in the server process
