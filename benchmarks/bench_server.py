@@ -159,18 +159,6 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
-def _server_cpu(served: AsyncEngine | EngineCoreClient) -> float:
-    """CPU seconds of the server so far: this process (HTTP, and the engine thread in thread
-    mode) plus the engine core process in process mode (psutil; this process only without)."""
-    total = time.process_time()
-    if isinstance(served, EngineCoreClient) and importlib.util.find_spec("psutil"):
-        import psutil
-
-        times = psutil.Process(served.process.pid).cpu_times()
-        total += times.user + times.system
-    return total
-
-
 def _cpu_of(pid: int | None) -> float:
     """CPU seconds (user + system) of process `pid` so far (0 without psutil or pid)."""
     if pid is None or not importlib.util.find_spec("psutil"):
@@ -179,6 +167,13 @@ def _cpu_of(pid: int | None) -> float:
 
     times = psutil.Process(pid).cpu_times()
     return times.user + times.system
+
+
+def _server_cpu(served: AsyncEngine | EngineCoreClient) -> float:
+    """CPU seconds of the server so far: this process (HTTP, and the engine thread in thread
+    mode) plus the engine core process in process mode (psutil; this process only without)."""
+    core_pid = served.process.pid if isinstance(served, EngineCoreClient) else None
+    return time.process_time() + _cpu_of(core_pid)
 
 
 def engine_closed_loop(engine: Engine, prompts: list[str], params: SamplingParams,

@@ -89,13 +89,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _stream_interval(text: str) -> int:
-    """argparse type of --stream-interval: an integer >= 1."""
+    """argparse type of --stream-interval: an integer >= 1 (AsyncEngine's check)."""
+    from vibekit.runtime.async_engine import check_stream_interval
+
     try:
         value = int(text)
+        check_stream_interval(value)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1") from None
     return value
 
 
