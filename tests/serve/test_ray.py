@@ -137,8 +137,14 @@ def test_a_killed_replicas_requests_are_retried_on_the_other(cluster, reference)
                                                       ignore_eos=True))
     results: dict[int, httpx.Response] = {}
 
+    # Clients made here: making one (its SSL context) in the thread took long enough on a
+    # loaded machine that requests reached the router only after the kill (never retried).
+    clients = [httpx.Client(base_url=cluster, timeout=60) for _ in prompts]
+
     def send(i: int) -> None:
-        results[i] = complete(cluster, prompts[i], max_tokens=LONG, ignore_eos=True)
+        body = {"model": MODEL, "prompt": prompts[i], "max_tokens": LONG, "temperature": 0.0,
+                "ignore_eos": True}
+        results[i] = clients[i].post("/v1/completions", json=body)
 
     # A stream on the doomed replica (its owner: the ring is idle but for the warm request).
     body = {"model": MODEL, "prompt": shared_prefix(group) + " streamed", "max_tokens": LONG,
@@ -151,14 +157,16 @@ def test_a_killed_replicas_requests_are_retried_on_the_other(cluster, reference)
         threads = [threading.Thread(target=send, args=(i,)) for i in range(len(prompts))]
         # The six go out 20 ms apart, so that each is routed on the loads the ones before it
         # left (a burst is routed on one snapshot and can miss the doomed replica entirely);
-        # about half of them land there. Then the kill, while the stream still runs: a fixed
-        # time, not a number of events (events carry more tokens the faster the engine runs).
+        # about half of them land there. Then the kill, 0.5 s after the last went out (so all
+        # have been routed) and while the stream and they still run (LONG tokens: seconds):
+        # a fixed time, not a number of events (events carry more tokens the faster the
+        # engine runs).
         started = time.monotonic()
         for i, t in enumerate(threads):
             while time.monotonic() - started < 0.02 * i:
                 next(lines)
             t.start()
-        while time.monotonic() - started < 0.2:
+        while time.monotonic() - started < 0.02 * len(threads) + 0.5:
             next(lines)
         t0 = time.monotonic()
         ray.kill(replica_actor(doomed), no_restart=False)
@@ -166,6 +174,8 @@ def test_a_killed_replicas_requests_are_retried_on_the_other(cluster, reference)
         print(f"stream ended {time.monotonic() - t0:.1f}s after the kill, {len(rest)} events")
     for t in threads:
         t.join(timeout=90)
+    for c in clients:
+        c.close()
     print(f"all retried requests done {time.monotonic() - t0:.1f}s after the kill")
     # The stream had sent chunks: it cannot be replayed, it ends with an in-band error.
     assert rest[-1] == "data: [DONE]"
