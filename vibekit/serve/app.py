@@ -91,8 +91,8 @@ def create_app(engine: AsyncEngine | Engine | EngineCoreClient,
             elif isinstance(engine, EngineCoreClient):
                 engine.detach()  # its owner goes on without this loop
 
-    app = FastAPI(title="vibekit", summary="OpenAI-compatible server on a vibekit Engine",
-                  lifespan=lifespan)
+    app = _App(title="vibekit", summary="OpenAI-compatible server on a vibekit Engine",
+               lifespan=lifespan)
     app.state.engine = engine
     app.state.metrics = server_metrics
     app.state.limits = limit
@@ -171,30 +171,31 @@ def create_app(engine: AsyncEngine | Engine | EngineCoreClient,
     async def chat_completions(request: Request) -> Response:
         return await generation(request, preparer.chat)
 
-    app.add_middleware(_FastRoutes, routes={"/v1/completions": completions,
-                                            "/v1/chat/completions": chat_completions})
+    app.fast_routes = {"/v1/completions": completions,
+                       "/v1/chat/completions": chat_completions}
     return app
 
 
-class _FastRoutes:
-    """ASGI middleware: POST /v1/completions and /v1/chat/completions go straight to their
-    handlers, past the router, the exception middleware and FastAPI's per-request dependency
-    and task-group machinery (~100 us a request on the benchmark machine). The handlers read,
-    validate and answer everything themselves (errors included); the routes stay registered,
-    so the OpenAPI schema and any other path are FastAPI's as before."""
+class _App(FastAPI):
+    """FastAPI, except that POST /v1/completions and /v1/chat/completions go straight to their
+    handlers, past the whole middleware stack (Starlette's error middleware, which wraps every
+    send of a stream, and FastAPI's), the router and FastAPI's per-request dependency and
+    task-group machinery. The handlers read, validate and answer everything themselves (errors
+    included; an exception that escapes a response is uvicorn's to log, with a 500 if nothing
+    was sent yet, as the error middleware would). The routes stay registered, so the OpenAPI
+    schema and any other path are FastAPI's as before."""
 
-    def __init__(self, app: Any, routes: dict[str, Callable[[Request], Awaitable[Response]]],
-                 ) -> None:
-        self.app, self.routes = app, routes
+    fast_routes: dict[str, Callable[[Request], Awaitable[Response]]] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            handler = self.routes.get(scope["path"])
+            handler = self.fast_routes.get(scope["path"])
             if handler is not None:
+                scope["app"] = self
                 response = await handler(Request(scope, receive, send))
                 await response(scope, receive, send)
                 return
-        await self.app(scope, receive, send)
+        await super().__call__(scope, receive, send)
 
 
 async def _serve(request: Request, engine: AsyncEngine, job: serving.Job) -> Response:
@@ -212,7 +213,9 @@ async def _serve(request: Request, engine: AsyncEngine, job: serving.Job) -> Res
 
 
 class _EventStream(StreamingResponse):
-    """SSE response that aborts its requests however the response ends (even unstarted)."""
+    """SSE response that aborts its requests however the response ends (even unstarted). The
+    events are sent from the handler's own task; a watcher task cancels it if the client
+    disconnects (StreamingResponse runs an anyio task group per response for the same)."""
 
     def __init__(self, streams: list[RequestStream], events: Any) -> None:
         super().__init__(events, media_type="text/event-stream",
@@ -231,9 +234,26 @@ class _EventStream(StreamingResponse):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone = True  # (after the last send, this task is cancelled before it gets here)
+            task.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(watch())
         try:
-            await super().__call__(scope, receive, send)
+            await self.stream_response(send)
+        except asyncio.CancelledError:
+            if not gone or task.uncancel() > 0:
+                raise  # cancelled by someone else too (a shutdown)
+            # the client left: nobody to send the rest to
         finally:
+            watcher.cancel()
             for s in self.streams:
                 s.cancel()
 
