@@ -54,10 +54,12 @@ def reference():
     return Engine.from_pretrained(MODEL, **ENGINE_OPTIONS)
 
 
-def complete(url: str, prompt: str, max_tokens: int = 4, **extra) -> httpx.Response:
+def complete(url: str, prompt: str, max_tokens: int = 4, client: httpx.Client | None = None,
+             **extra) -> httpx.Response:
     body = {"model": MODEL, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0,
             **extra}
-    return httpx.post(url + "/v1/completions", json=body, timeout=60)
+    post = client.post if client is not None else httpx.post
+    return post(url + "/v1/completions", json=body, timeout=60)
 
 
 def shared_prefix(group: int) -> str:
@@ -139,12 +141,11 @@ def test_a_killed_replicas_requests_are_retried_on_the_other(cluster, reference)
 
     # Clients made here: making one (its SSL context) in the thread took long enough on a
     # loaded machine that requests reached the router only after the kill (never retried).
-    clients = [httpx.Client(base_url=cluster, timeout=60) for _ in prompts]
+    clients = [httpx.Client() for _ in prompts]
 
     def send(i: int) -> None:
-        body = {"model": MODEL, "prompt": prompts[i], "max_tokens": LONG, "temperature": 0.0,
-                "ignore_eos": True}
-        results[i] = clients[i].post("/v1/completions", json=body)
+        results[i] = complete(cluster, prompts[i], max_tokens=LONG, client=clients[i],
+                              ignore_eos=True)
 
     # A stream on the doomed replica (its owner: the ring is idle but for the warm request).
     body = {"model": MODEL, "prompt": shared_prefix(group) + " streamed", "max_tokens": LONG,
