@@ -17,6 +17,9 @@
 // number of sequences or query rows in the call, the thread count, the page size or where a
 // prompt was split into prefill chunks, so the output of a row is bit-identical whether it is
 // a decode row, one of k+1 verify rows, part of a prefill chunk or recomputed after preemption.
+// The heads of a GQA group that share a KV head run in one thread over the same chunk of K / V,
+// read (and converted to float32) once for all of them; each still runs alone the arithmetic
+// above, and how a group is split among threads changes none of it.
 #include <torch/extension.h>
 #include <immintrin.h>
 #include <omp.h>
@@ -25,6 +28,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 namespace {
 
@@ -103,32 +107,49 @@ struct Problem {
   const int32_t* kv_lens;
 };
 
-// One (query token, qo head): out[D] = softmax(scale * q . K[0..p]) @ V[0..p].
-// NV = ceil(head_dim / 16) lane vectors per head, a compile-time count so q and the output
-// accumulator stay in registers.
+// Heads per item at most (a larger GQA group is split into several items).
+constexpr int kMaxHeads = 8;
+
+// One query token and `nh` qo heads h0.. that share KV head `kv_head`: for each,
+// out[D] = softmax(scale * q . K[0..p]) @ V[0..p]. Each chunk of K / V is read from the pages
+// once for all of them (converted to float32 once, into an L1 scratch, when the cache is 16-bit),
+// then every head runs on it exactly the arithmetic it would run alone: the same chunks, the same
+// per-element loads and FMAs in the same order. NV = ceil(head_dim / 16) lane vectors per head.
 template <typename QT, typename KT, int NV>
-void attend_one(const Problem& pb, const QT* q, const KT* k_cache, const KT* v_cache, QT* out,
-                int64_t seq, int64_t pos, int64_t kv_head) {
+void attend_heads(const Problem& pb, const QT* q_t, const KT* k_cache, const KT* v_cache,
+                  QT* out_t, int64_t seq, int64_t pos, int64_t kv_head, int64_t h0, int nh) {
   const int64_t D = pb.head_dim;
   constexpr int nv = NV;
+  constexpr bool kFloatKV = std::is_same_v<KT, float>;
   const __mmask16 tail =
       (D % 16) ? (__mmask16)((1u << (D % 16)) - 1) : (__mmask16)0xFFFF;
   auto lane_mask = [&](int i) { return i == nv - 1 ? tail : (__mmask16)0xFFFF; };
 
-  __m512 qv[NV], acc[NV];
-  for (int i = 0; i < nv; ++i) {
-    qv[i] = load16(q + 16 * i, lane_mask(i));
-    acc[i] = _mm512_setzero_ps();
+  __m512 acc[kMaxHeads][NV];
+  float m[kMaxHeads], l[kMaxHeads];
+  for (int g = 0; g < nh; ++g) {
+    for (int i = 0; i < nv; ++i) acc[g][i] = _mm512_setzero_ps();
+    m[g] = -std::numeric_limits<float>::infinity();
+    l[g] = 0.0f;
   }
   const int32_t* pages = pb.page_table + seq * pb.max_pages;
   const int64_t row = pb.num_kv_heads * D;  // elements between consecutive KV slots
   const int64_t num_keys = pos + 1;
   const __m512 scale = _mm512_set1_ps(pb.scale);
-  float m = -std::numeric_limits<float>::infinity();
-  float l = 0.0f;
   alignas(64) float s[kChunk];
   const KT* kp[kChunk];
   const KT* vp[kChunk];
+  // 16-bit caches: the chunk's K and V as float32 (masked tail lanes 0, as a masked load gives)
+  alignas(64) float kf[kFloatKV ? 1 : kChunk][NV * 16];
+  alignas(64) float vf[kFloatKV ? 1 : kChunk][NV * 16];
+  auto key = [&](int j, int i) {
+    if constexpr (kFloatKV) return load16(kp[j] + 16 * i, lane_mask(i));
+    else return _mm512_load_ps(kf[j] + 16 * i);
+  };
+  auto value = [&](int j, int i) {
+    if constexpr (kFloatKV) return load16(vp[j] + 16 * i, lane_mask(i));
+    else return _mm512_load_ps(vf[j] + 16 * i);
+  };
 
   for (int64_t c0 = 0; c0 < num_keys; c0 += kChunk) {
     const int n = static_cast<int>(std::min<int64_t>(kChunk, num_keys - c0));
@@ -139,90 +160,126 @@ void attend_one(const Problem& pb, const QT* q, const KT* k_cache, const KT* v_c
       vp[j] = v_cache + slot * row + kv_head * D;
       if (++off == pb.page_size) off = 0, ++page;
     }
-    // Scores: per key one fp32 lane vector (d in order), 16 keys reduced together by a fixed
-    // transpose-add tree; a key's sum depends only on its own lanes.
-    for (int h = 0; h < 2; ++h) {
-      const int j0 = 16 * h, nh = std::max(0, std::min(16, n - j0));
-      if (nh == 0) {
-        _mm512_store_ps(s + j0, _mm512_setzero_ps());
-        continue;
-      }
-      __m512 d[16];
-      for (int j = 0; j < 16; ++j) {
-        if (j >= nh) {
-          d[j] = _mm512_setzero_ps();
-          continue;
+    // The next chunk's rows into L1 while this one is computed: its pages are anywhere in
+    // the pool, so the hardware prefetcher does not see them coming.
+    const int64_t c1 = c0 + kChunk;
+    if (c1 < num_keys) {
+      const int nn = static_cast<int>(std::min<int64_t>(kChunk, num_keys - c1));
+      const int64_t row_bytes = D * static_cast<int64_t>(sizeof(KT));
+      for (int j = 0; j < nn; ++j) {
+        const int64_t slot = static_cast<int64_t>(pages[page]) * pb.page_size + off;
+        const char* kr = reinterpret_cast<const char*>(k_cache + slot * row + kv_head * D);
+        const char* vr = reinterpret_cast<const char*>(v_cache + slot * row + kv_head * D);
+        for (int64_t b = 0; b < row_bytes; b += 64) {
+          _mm_prefetch(kr + b, _MM_HINT_T0);
+          _mm_prefetch(vr + b, _MM_HINT_T0);
         }
-        const KT* k = kp[j0 + j];
-        __m512 a = _mm512_mul_ps(qv[0], load16(k, lane_mask(0)));
-        for (int i = 1; i < nv; ++i) a = _mm512_fmadd_ps(qv[i], load16(k + 16 * i, lane_mask(i)), a);
-        d[j] = a;
+        if (++off == pb.page_size) off = 0, ++page;
       }
-      _mm512_store_ps(s + j0, reduce16(d));
+    }
+    if constexpr (!kFloatKV) {
+      for (int j = 0; j < n; ++j)
+        for (int i = 0; i < nv; ++i) {
+          _mm512_store_ps(kf[j] + 16 * i, load16(kp[j] + 16 * i, lane_mask(i)));
+          _mm512_store_ps(vf[j] + 16 * i, load16(vp[j] + 16 * i, lane_mask(i)));
+        }
     }
     const __mmask16 m0 = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
     const __mmask16 m1 = n >= 32 ? (__mmask16)0xFFFF
                          : n > 16 ? (__mmask16)((1u << (n - 16)) - 1) : (__mmask16)0;
     const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-    const __m512 s0 = _mm512_mask_mul_ps(ninf, m0, _mm512_load_ps(s), scale);
-    const __m512 s1 = _mm512_mask_mul_ps(ninf, m1, _mm512_load_ps(s + 16), scale);
-    const float m_chunk = _mm512_reduce_max_ps(_mm512_max_ps(s0, s1));
-    const float m_new = std::max(m, m_chunk);
-    const __m512 mn = _mm512_set1_ps(m_new);
-    const __m512 p0 = _mm512_maskz_mov_ps(m0, exp512(_mm512_sub_ps(s0, mn)));
-    const __m512 p1 = _mm512_maskz_mov_ps(m1, exp512(_mm512_sub_ps(s1, mn)));
-    const float p_sum = _mm512_reduce_add_ps(_mm512_add_ps(p0, p1));
-    if (c0 == 0) {
-      l = p_sum;
-    } else {
-      // alpha = exp(m - m_new) rescales what the earlier chunks summed.
-      const float alpha = _mm512_cvtss_f32(exp512(_mm512_set1_ps(m - m_new)));
-      const __m512 a = _mm512_set1_ps(alpha);
-      for (int i = 0; i < nv; ++i) acc[i] = _mm512_mul_ps(acc[i], a);
-      l = l * alpha + p_sum;
-    }
-    m = m_new;
-    _mm512_store_ps(s, p0);
-    _mm512_store_ps(s + 16, p1);
-    // The chunk's p @ V in two accumulators (even and odd keys: twice the FMA chains), then
-    // added into the running sum.
-    __m512 ev[NV], od[NV];
-    for (int i = 0; i < nv; ++i) ev[i] = od[i] = _mm512_setzero_ps();
-    int j = 0;
-    for (; j + 1 < n; j += 2) {
-      const __m512 pe = _mm512_set1_ps(s[j]), po = _mm512_set1_ps(s[j + 1]);
-      for (int i = 0; i < nv; ++i) {
-        ev[i] = _mm512_fmadd_ps(pe, load16(vp[j] + 16 * i, lane_mask(i)), ev[i]);
-        od[i] = _mm512_fmadd_ps(po, load16(vp[j + 1] + 16 * i, lane_mask(i)), od[i]);
+    for (int g = 0; g < nh; ++g) {
+      const QT* q = q_t + (h0 + g) * pb.q_stride_h;
+      __m512 qv[NV];
+      for (int i = 0; i < nv; ++i) qv[i] = load16(q + 16 * i, lane_mask(i));
+      for (int h = 0; h < 2; ++h) {
+        const int j0 = 16 * h, nk = std::max(0, std::min(16, n - j0));
+        if (nk == 0) {
+          _mm512_store_ps(s + j0, _mm512_setzero_ps());
+          continue;
+        }
+        __m512 d[16];
+        for (int j = 0; j < 16; ++j) {
+          if (j >= nk) {
+            d[j] = _mm512_setzero_ps();
+            continue;
+          }
+          __m512 a = _mm512_mul_ps(qv[0], key(j0 + j, 0));
+          for (int i = 1; i < nv; ++i) a = _mm512_fmadd_ps(qv[i], key(j0 + j, i), a);
+          d[j] = a;
+        }
+        _mm512_store_ps(s + j0, reduce16(d));
       }
+      const __m512 s0 = _mm512_mask_mul_ps(ninf, m0, _mm512_load_ps(s), scale);
+      const __m512 s1 = _mm512_mask_mul_ps(ninf, m1, _mm512_load_ps(s + 16), scale);
+      const float m_chunk = _mm512_reduce_max_ps(_mm512_max_ps(s0, s1));
+      const float m_new = std::max(m[g], m_chunk);
+      const __m512 mn = _mm512_set1_ps(m_new);
+      const __m512 p0 = _mm512_maskz_mov_ps(m0, exp512(_mm512_sub_ps(s0, mn)));
+      const __m512 p1 = _mm512_maskz_mov_ps(m1, exp512(_mm512_sub_ps(s1, mn)));
+      const float p_sum = _mm512_reduce_add_ps(_mm512_add_ps(p0, p1));
+      if (c0 == 0) {
+        l[g] = p_sum;
+      } else {
+        const float alpha = _mm512_cvtss_f32(exp512(_mm512_set1_ps(m[g] - m_new)));
+        const __m512 a = _mm512_set1_ps(alpha);
+        for (int i = 0; i < nv; ++i) acc[g][i] = _mm512_mul_ps(acc[g][i], a);
+        l[g] = l[g] * alpha + p_sum;
+      }
+      m[g] = m_new;
+      _mm512_store_ps(s, p0);
+      _mm512_store_ps(s + 16, p1);
+      __m512 ev[NV], od[NV];
+      for (int i = 0; i < nv; ++i) ev[i] = od[i] = _mm512_setzero_ps();
+      int j = 0;
+      for (; j + 1 < n; j += 2) {
+        const __m512 pe = _mm512_set1_ps(s[j]), po = _mm512_set1_ps(s[j + 1]);
+        for (int i = 0; i < nv; ++i) {
+          ev[i] = _mm512_fmadd_ps(pe, value(j, i), ev[i]);
+          od[i] = _mm512_fmadd_ps(po, value(j + 1, i), od[i]);
+        }
+      }
+      if (j < n) {
+        const __m512 pe = _mm512_set1_ps(s[j]);
+        for (int i = 0; i < nv; ++i) ev[i] = _mm512_fmadd_ps(pe, value(j, i), ev[i]);
+      }
+      for (int i = 0; i < nv; ++i) acc[g][i] = _mm512_add_ps(acc[g][i], _mm512_add_ps(ev[i], od[i]));
     }
-    if (j < n) {
-      const __m512 pe = _mm512_set1_ps(s[j]);
-      for (int i = 0; i < nv; ++i)
-        ev[i] = _mm512_fmadd_ps(pe, load16(vp[j] + 16 * i, lane_mask(i)), ev[i]);
-    }
-    for (int i = 0; i < nv; ++i) acc[i] = _mm512_add_ps(acc[i], _mm512_add_ps(ev[i], od[i]));
   }
-  const __m512 inv = _mm512_set1_ps(1.0f / l);
-  for (int i = 0; i < nv; ++i) store16(out + 16 * i, _mm512_mul_ps(acc[i], inv), lane_mask(i));
+  for (int g = 0; g < nh; ++g) {
+    const __m512 inv = _mm512_set1_ps(1.0f / l[g]);
+    QT* out = out_t + (h0 + g) * D;
+    for (int i = 0; i < nv; ++i) store16(out + 16 * i, _mm512_mul_ps(acc[g][i], inv), lane_mask(i));
+  }
 }
 
+// Items: (query token, KV head, a share of that head's GQA group). A group is split into
+// `parts` shares only to give every thread work (few tokens, few KV heads) or to keep a share
+// within kMaxHeads; which share a head is in changes nothing in its arithmetic.
 template <typename QT, typename KT, int NV>
 void run_nv(const Problem& pb, const QT* q, const KT* k_cache, const KT* v_cache, QT* out) {
   const int64_t group = pb.num_qo_heads / pb.num_kv_heads;
-  const int64_t items = pb.num_tokens * pb.num_qo_heads;
   const int64_t D = pb.head_dim;
-  // Work items (token, head), head fastest; dynamic: later prefill tokens see more KV.
+  const int64_t slots = pb.num_tokens * pb.num_kv_heads;
+  const int64_t wanted = (2 * static_cast<int64_t>(omp_get_max_threads()) + slots - 1) / slots;
+  const int64_t parts = std::max<int64_t>((group + kMaxHeads - 1) / kMaxHeads,
+                                          std::min<int64_t>(group, wanted));
+  const int64_t items = slots * parts;
 #pragma omp parallel for schedule(dynamic, 1) if (items > 1)
   for (int64_t item = 0; item < items; ++item) {
-    const int64_t t = item / pb.num_qo_heads, h = item % pb.num_qo_heads;
+    const int64_t t = item / (pb.num_kv_heads * parts);
+    const int64_t r = item % (pb.num_kv_heads * parts);
+    const int64_t kvh = r / parts, part = r % parts;
+    const int64_t g0 = group * part / parts, g1 = group * (part + 1) / parts;
+    if (g1 == g0) continue;
     const int32_t* it = std::upper_bound(pb.qo_indptr, pb.qo_indptr + pb.num_seqs + 1,
                                          static_cast<int32_t>(t));
     const int64_t seq = (it - pb.qo_indptr) - 1;
     const int64_t q_len = pb.qo_indptr[seq + 1] - pb.qo_indptr[seq];
     const int64_t pos = pb.kv_lens[seq] - q_len + (t - pb.qo_indptr[seq]);
-    attend_one<QT, KT, NV>(pb, q + t * pb.q_stride_t + h * pb.q_stride_h, k_cache, v_cache,
-                       out + (t * pb.num_qo_heads + h) * D, seq, pos, h / group);
+    attend_heads<QT, KT, NV>(pb, q + t * pb.q_stride_t, k_cache, v_cache,
+                             out + t * pb.num_qo_heads * D, seq, pos, kvh, kvh * group + g0,
+                             static_cast<int>(g1 - g0));
   }
 }
 
