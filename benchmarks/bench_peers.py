@@ -11,6 +11,13 @@ weights read per token / time).
     python benchmarks/bench_peers.py                          # SmolLM-135M shape, all engines
     python benchmarks/bench_peers.py --model zoo:code-edit-tiny
     python benchmarks/bench_peers.py --quick                  # tiny model, vibekit + HF (CI)
+    python benchmarks/bench_peers.py --batches 1 --prompt-len 1536   # decode at a long context
+
+--prompt-len N (batch 1 only) measures decode behind an N-token prompt: each run gets a fresh
+random prompt (so no engine's prefix cache can hit), and the cell is the decode rate,
+(out_len - 1) / (that run's time - the time of a prefill-only run of another fresh prompt of the
+same length, in the same repeat). No roofline there: the KV cache read per token, whose dtype
+differs between engines, is then a large part of the bytes.
 
 Peers are optional (scripts/install_peers.sh builds their venvs): a peer whose interpreter or
 package is missing is skipped with a message. Greedy decoding, EOS ignored; tok/s counts the
@@ -223,6 +230,11 @@ def make_workers(args, model: Path, dtype: str, threads: int, work: Path) -> lis
     return out
 
 
+def fresh_prompt(vocab: int, length: int, seed: tuple[int, ...]) -> list[int]:
+    rng = random.Random("/".join(map(str, seed)))
+    return [rng.randrange(1, vocab) for _ in range(length)]
+
+
 def workload(batch: int, vocab: int, out_len: int, seed: int):
     """Batch 1: one 32-token prompt. Larger: mixed prompt (16..128) and output lengths."""
     rng = random.Random(seed)
@@ -247,6 +259,9 @@ def main() -> None:
     ap.add_argument("--batches", default="1,16")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--out-len", type=int, default=128)
+    ap.add_argument("--prompt-len", type=int, default=None,
+                    help="batch 1: decode rate behind a fresh prompt of this many tokens "
+                         "(prefill timed apart and subtracted; see above)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--int8", action="store_true",
                     help="also vibekit quantization='int8' and 'w8a8', and llama.cpp Q8_0")
@@ -255,7 +270,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.model, args.engines, args.dtypes = "dummy:tiny-llama", "vibekit,hf", "float32"
-        args.batches, args.threads, args.out_len, args.repeats = "1,4", "1", 8, 1
+        args.threads, args.out_len, args.repeats = "1", 8, 1
+        args.batches = "1" if args.prompt_len is not None else "1,4"
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     if args.model.startswith("dummy:"):
@@ -269,6 +285,11 @@ def main() -> None:
     else:
         model = Path(args.model)
     vocab = json.loads((model / "config.json").read_text())["vocab_size"]
+    if args.prompt_len is not None:
+        if args.prompt_len < 1 or args.batches != "1":
+            raise SystemExit("--prompt-len needs --batches 1 and a length >= 1")
+        # the context the workers' engines must hold (peer_worker.py reads it)
+        os.environ["PEER_MAX_MODEL_LEN"] = str(args.prompt_len + args.out_len + 16)
     print(f"model={args.model} ({model}) out_len={args.out_len} repeats={args.repeats}; "
           f"greedy, EOS ignored; machine shared with other jobs: compare within a row group")
     results = []
@@ -286,8 +307,15 @@ def main() -> None:
                     times: dict[str, list[float]] = {w.label: [] for w in workers}
                     for r in range(args.repeats):
                         for w in workers[r % len(workers):] + workers[:r % len(workers)]:
-                            res = w.run(prompts, out_lens)
-                            times[w.label].append(res["tokens"] / res["seconds"])
+                            if args.prompt_len is None:
+                                res = w.run(prompts, out_lens)
+                                times[w.label].append(res["tokens"] / res["seconds"])
+                                continue
+                            n = args.prompt_len
+                            pre = w.run([fresh_prompt(vocab, n, (r, w.label, 0))], [1])
+                            res = w.run([fresh_prompt(vocab, n, (r, w.label, 1))], out_lens)
+                            decode = res["seconds"] - pre["seconds"]
+                            times[w.label].append((res["tokens"] - 1) / max(decode, 1e-9))
                     base = {lbl: statistics.median(v) for lbl, v in times.items()}
                     hf = base.get("HF generate")
                     for w in workers:
@@ -295,14 +323,18 @@ def main() -> None:
                         row = dict(threads=threads, dtype=dtype, batch=batch, engine=w.label,
                                    tok_s=base[w.label], min=min(v), max=max(v),
                                    bandwidth_gb_s=bandwidth / 1e9,
+                                   prompt_len=args.prompt_len,
                                    roofline=(base[w.label] * w.weight_bytes / bandwidth
-                                             if batch == 1 else None),
+                                             if batch == 1 and args.prompt_len is None
+                                             else None),
                                    vs_hf=base[w.label] / hf if hf else None)
                         results.append(row)
                         roof = ("     -" if row["roofline"] is None
                                 else f"{row['roofline']:6.0%}")
                         rel = f"{row['vs_hf']:5.2f}x" if row["vs_hf"] else "    -"
-                        print(f"threads={threads} {dtype:8} batch={batch:2} {w.label:24} "
+                        what = (f"decode behind {args.prompt_len}"
+                                if args.prompt_len is not None else f"batch={batch:2}")
+                        print(f"threads={threads} {dtype:8} {what} {w.label:24} "
                               f"{row['tok_s']:8.1f} tok/s ({min(v):.1f}..{max(v):.1f})  "
                               f"roofline {roof}  vs HF {rel}  bw {bandwidth / 1e9:.1f} GB/s",
                               flush=True)

@@ -25,12 +25,15 @@ import os
 import sys
 import time
 
+# The longest prompt + output a job may bring (bench_peers.py --prompt-len raises it).
+MAX_MODEL_LEN = int(os.environ.get("PEER_MAX_MODEL_LEN", "1024"))
+
 
 def vibekit_engine(model: str, dtype: str, threads: int, options: dict):
     from vibekit import Engine, SamplingParams
 
     engine = Engine.from_pretrained(model, dtype=dtype, num_threads=threads,
-                                    max_model_len=1024, **options)
+                                    max_model_len=MAX_MODEL_LEN, **options)
 
     def run(prompts, out_lens, predictions=None):
         params = [SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True)
@@ -82,7 +85,7 @@ def llamacpp_engine(model: str, dtype: str, threads: int, options: dict):
     if options.get("prompt_lookup"):
         return llamacpp_lookup_engine(model, threads, options)
 
-    llm = llama_cpp.Llama(model_path=model, n_ctx=options.get("n_ctx", 4096),
+    llm = llama_cpp.Llama(model_path=model, n_ctx=options.get("n_ctx", max(4096, MAX_MODEL_LEN)),
                           n_batch=512, n_ubatch=512, n_threads=threads, n_threads_batch=threads,
                           logits_all=False,
                           verbose=bool(os.environ.get("PEER_VERBOSE")))
@@ -167,7 +170,7 @@ def vllm_engine(model: str, dtype: str, threads: int, options: dict):
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     from vllm import LLM, SamplingParams, TokensPrompt
 
-    llm = LLM(model=model, dtype=dtype, max_model_len=1024, enforce_eager=False,
+    llm = LLM(model=model, dtype=dtype, max_model_len=MAX_MODEL_LEN, enforce_eager=False,
               skip_tokenizer_init=True, **options)
 
     def run(prompts, out_lens, predictions=None):

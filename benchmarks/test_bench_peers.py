@@ -30,3 +30,24 @@ def test_quantization_agreement_runs_in_quick_mode():
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "| float32 | w8a8 |" in proc.stdout
+
+
+def test_bench_peers_measures_decode_behind_a_long_prompt(tmp_path):
+    out = tmp_path / "result.json"
+    proc = subprocess.run([sys.executable, str(HERE / "bench_peers.py"), "--quick",
+                           "--batches", "1", "--prompt-len", "300", "--json", str(out),
+                           "--work-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert {r["engine"] for r in rows} == {"vibekit", "HF generate"}
+    assert all(r["prompt_len"] == 300 and r["roofline"] is None and r["tok_s"] > 0
+               for r in rows)
+
+
+def test_bench_peers_refuses_a_long_prompt_with_batches_above_one(tmp_path):
+    proc = subprocess.run([sys.executable, str(HERE / "bench_peers.py"), "--model",
+                           "dummy:tiny-llama", "--engines", "vibekit", "--batches", "1,4",
+                           "--prompt-len", "300", "--work-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and "--prompt-len needs --batches 1" in proc.stderr
