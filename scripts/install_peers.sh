@@ -11,6 +11,7 @@
 # Each step is independent: a failure is reported and the next peer is still tried.
 set -u
 VENV_ROOT=${VENV_ROOT:-/work/venvs}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-python3}
 peers=("$@")
 [ ${#peers[@]} -eq 0 ] && peers=(llamacpp vllm)
@@ -26,8 +27,8 @@ install_llamacpp() {
   # The converter and its deps: gguf, numpy, safetensors, transformers, sentencepiece, torch (cpu).
   "$venv/bin/pip" install -q gguf numpy safetensors sentencepiece transformers protobuf \
       || return 1
-  "$venv/bin/pip" install -q torch --index-url https://download.pytorch.org/whl/cpu \
-      || "$venv/bin/pip" install -q torch || return 1
+  # torch pinned by the repo's constraints (the CPU build; an unpinned torch pulls GBs of CUDA)
+  "$venv/bin/pip" install -q -c "$ROOT/constraints.txt" torch || return 1
   # convert_hf_to_gguf.py ships in the sdist's vendored llama.cpp, not in the wheel: fetch the sdist.
   local tmp; tmp=$(mktemp -d)
   "$venv/bin/pip" download -q --no-deps --no-binary :all: llama-cpp-python -d "$tmp" || return 1
