@@ -115,16 +115,19 @@ constexpr int kMaxHeads = 8;
 // once for all of them (converted to float32 once, into an L1 scratch, when the cache is 16-bit),
 // then every head runs on it exactly the arithmetic it would run alone: the same chunks, the same
 // per-element loads and FMAs in the same order. NV = ceil(head_dim / 16) lane vectors per head.
-template <typename QT, typename KT, int NV>
+// kShared false (one head): K / V converted as they are loaded, no scratch (same values).
+template <typename QT, typename KT, int NV, bool kShared>
 void attend_heads(const Problem& pb, const QT* q_t, const KT* k_cache, const KT* v_cache,
                   QT* out_t, int64_t seq, int64_t pos, int64_t kv_head, int64_t h0, int nh) {
   const int64_t D = pb.head_dim;
   constexpr int nv = NV;
-  constexpr bool kFloatKV = std::is_same_v<KT, float>;
+  // K / V read straight from the cache (one head, or float32 KV); else via the float32 scratch
+  constexpr bool kDirect = !kShared || std::is_same_v<KT, float>;
   const __mmask16 tail =
       (D % 16) ? (__mmask16)((1u << (D % 16)) - 1) : (__mmask16)0xFFFF;
   auto lane_mask = [&](int i) { return i == nv - 1 ? tail : (__mmask16)0xFFFF; };
 
+  if constexpr (!kShared) nh = 1;  // a compile-time count: the state stays in registers
   __m512 acc[kMaxHeads][NV];
   float m[kMaxHeads], l[kMaxHeads];
   for (int g = 0; g < nh; ++g) {
@@ -140,14 +143,14 @@ void attend_heads(const Problem& pb, const QT* q_t, const KT* k_cache, const KT*
   const KT* kp[kChunk];
   const KT* vp[kChunk];
   // 16-bit caches: the chunk's K and V as float32 (masked tail lanes 0, as a masked load gives)
-  alignas(64) float kf[kFloatKV ? 1 : kChunk][NV * 16];
-  alignas(64) float vf[kFloatKV ? 1 : kChunk][NV * 16];
+  alignas(64) float kf[kDirect ? 1 : kChunk][NV * 16];
+  alignas(64) float vf[kDirect ? 1 : kChunk][NV * 16];
   auto key = [&](int j, int i) {
-    if constexpr (kFloatKV) return load16(kp[j] + 16 * i, lane_mask(i));
+    if constexpr (kDirect) return load16(kp[j] + 16 * i, lane_mask(i));
     else return _mm512_load_ps(kf[j] + 16 * i);
   };
   auto value = [&](int j, int i) {
-    if constexpr (kFloatKV) return load16(vp[j] + 16 * i, lane_mask(i));
+    if constexpr (kDirect) return load16(vp[j] + 16 * i, lane_mask(i));
     else return _mm512_load_ps(vf[j] + 16 * i);
   };
 
@@ -160,24 +163,32 @@ void attend_heads(const Problem& pb, const QT* q_t, const KT* k_cache, const KT*
       vp[j] = v_cache + slot * row + kv_head * D;
       if (++off == pb.page_size) off = 0, ++page;
     }
-    // The next chunk's rows into L1 while this one is computed: its pages are anywhere in
-    // the pool, so the hardware prefetcher does not see them coming.
+    // The next chunk's rows into L1 while this one is computed, from every page of it that
+    // does not follow the one before it in memory: a page anywhere else in the pool is a jump
+    // the hardware prefetcher does not see coming (a pool that has served many requests).
     const int64_t c1 = c0 + kChunk;
     if (c1 < num_keys) {
       const int nn = static_cast<int>(std::min<int64_t>(kChunk, num_keys - c1));
       const int64_t row_bytes = D * static_cast<int64_t>(sizeof(KT));
+      int64_t pg = page, of = off;
+      bool jump = pg == 0 || pages[pg] != pages[pg - 1] + 1;
       for (int j = 0; j < nn; ++j) {
-        const int64_t slot = static_cast<int64_t>(pages[page]) * pb.page_size + off;
-        const char* kr = reinterpret_cast<const char*>(k_cache + slot * row + kv_head * D);
-        const char* vr = reinterpret_cast<const char*>(v_cache + slot * row + kv_head * D);
-        for (int64_t b = 0; b < row_bytes; b += 64) {
-          _mm_prefetch(kr + b, _MM_HINT_T0);
-          _mm_prefetch(vr + b, _MM_HINT_T0);
+        if (jump) {
+          const int64_t slot = static_cast<int64_t>(pages[pg]) * pb.page_size + of;
+          const char* kr = reinterpret_cast<const char*>(k_cache + slot * row + kv_head * D);
+          const char* vr = reinterpret_cast<const char*>(v_cache + slot * row + kv_head * D);
+          for (int64_t b = 0; b < row_bytes; b += 64) {
+            _mm_prefetch(kr + b, _MM_HINT_T0);
+            _mm_prefetch(vr + b, _MM_HINT_T0);
+          }
         }
-        if (++off == pb.page_size) off = 0, ++page;
+        if (++of == pb.page_size) {
+          of = 0, ++pg;
+          jump = j + 1 < nn && pages[pg] != pages[pg - 1] + 1;
+        }
       }
     }
-    if constexpr (!kFloatKV) {
+    if constexpr (!kDirect) {
       for (int j = 0; j < n; ++j)
         for (int i = 0; i < nv; ++i) {
           _mm512_store_ps(kf[j] + 16 * i, load16(kp[j] + 16 * i, lane_mask(i)));
@@ -261,9 +272,10 @@ void run_nv(const Problem& pb, const QT* q, const KT* k_cache, const KT* v_cache
   const int64_t group = pb.num_qo_heads / pb.num_kv_heads;
   const int64_t D = pb.head_dim;
   const int64_t slots = pb.num_tokens * pb.num_kv_heads;
-  const int64_t wanted = (2 * static_cast<int64_t>(omp_get_max_threads()) + slots - 1) / slots;
-  const int64_t parts = std::max<int64_t>((group + kMaxHeads - 1) / kMaxHeads,
-                                          std::min<int64_t>(group, wanted));
+  // Too few (token, KV head) slots for the threads (batch 1 on 2 threads): one head per item,
+  // as balanced as it gets; sharing a chunk between heads would leave a thread idle.
+  const int64_t threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const int64_t parts = slots < 2 * threads ? group : (group + kMaxHeads - 1) / kMaxHeads;
   const int64_t items = slots * parts;
 #pragma omp parallel for schedule(dynamic, 1) if (items > 1)
   for (int64_t item = 0; item < items; ++item) {
@@ -277,9 +289,15 @@ void run_nv(const Problem& pb, const QT* q, const KT* k_cache, const KT* v_cache
     const int64_t seq = (it - pb.qo_indptr) - 1;
     const int64_t q_len = pb.qo_indptr[seq + 1] - pb.qo_indptr[seq];
     const int64_t pos = pb.kv_lens[seq] - q_len + (t - pb.qo_indptr[seq]);
-    attend_heads<QT, KT, NV>(pb, q + t * pb.q_stride_t, k_cache, v_cache,
-                             out + t * pb.num_qo_heads * D, seq, pos, kvh, kvh * group + g0,
-                             static_cast<int>(g1 - g0));
+    const int nh = static_cast<int>(g1 - g0);
+    if (nh == 1)
+      attend_heads<QT, KT, NV, false>(pb, q + t * pb.q_stride_t, k_cache, v_cache,
+                                      out + t * pb.num_qo_heads * D, seq, pos, kvh,
+                                      kvh * group + g0, 1);
+    else
+      attend_heads<QT, KT, NV, true>(pb, q + t * pb.q_stride_t, k_cache, v_cache,
+                                     out + t * pb.num_qo_heads * D, seq, pos, kvh,
+                                     kvh * group + g0, nh);
   }
 }
 
