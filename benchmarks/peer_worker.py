@@ -119,7 +119,9 @@ def llamacpp_engine(model: str, dtype: str, threads: int, options: dict):
         try:
             out = [[] for _ in prompts]
             for s, p in enumerate(prompts):
-                decode(batch, [(t, i, s, i == len(p) - 1) for i, t in enumerate(p)])
+                entries = [(t, i, s, i == len(p) - 1) for i, t in enumerate(p)]
+                for i in range(0, len(entries), 512):  # at most n_batch tokens per decode
+                    decode(batch, entries[i:i + 512])
                 row = llama_cpp.llama_get_logits_ith(ctx, -1)
                 out[s].append(int(np.argmax(np.ctypeslib.as_array(row, shape=(n_vocab,)))))
             while True:
