@@ -203,6 +203,8 @@ void attend_heads(const Problem& pb, const QT* q_t, const KT* k_cache, const KT*
       const QT* q = q_t + (h0 + g) * pb.q_stride_h;
       __m512 qv[NV];
       for (int i = 0; i < nv; ++i) qv[i] = load16(q + 16 * i, lane_mask(i));
+      // Scores: per key one fp32 lane vector (d in order), 16 keys reduced together by a fixed
+      // transpose-add tree; a key's sum depends only on its own lanes.
       for (int h = 0; h < 2; ++h) {
         const int j0 = 16 * h, nk = std::max(0, std::min(16, n - j0));
         if (nk == 0) {
@@ -232,6 +234,7 @@ void attend_heads(const Problem& pb, const QT* q_t, const KT* k_cache, const KT*
       if (c0 == 0) {
         l[g] = p_sum;
       } else {
+        // alpha = exp(m - m_new) rescales what the earlier chunks summed.
         const float alpha = _mm512_cvtss_f32(exp512(_mm512_set1_ps(m[g] - m_new)));
         const __m512 a = _mm512_set1_ps(alpha);
         for (int i = 0; i < nv; ++i) acc[g][i] = _mm512_mul_ps(acc[g][i], a);
@@ -240,6 +243,8 @@ void attend_heads(const Problem& pb, const QT* q_t, const KT* k_cache, const KT*
       m[g] = m_new;
       _mm512_store_ps(s, p0);
       _mm512_store_ps(s + 16, p1);
+      // The chunk's p @ V in two accumulators (even and odd keys: twice the FMA chains), then
+      // added into the running sum.
       __m512 ev[NV], od[NV];
       for (int i = 0; i < nv; ++i) ev[i] = od[i] = _mm512_setzero_ps();
       int j = 0;
@@ -264,16 +269,17 @@ void attend_heads(const Problem& pb, const QT* q_t, const KT* k_cache, const KT*
   }
 }
 
-// Items: (query token, KV head, a share of that head's GQA group). A group is split into
-// `parts` shares only to give every thread work (few tokens, few KV heads) or to keep a share
-// within kMaxHeads; which share a head is in changes nothing in its arithmetic.
+// Work items (query token, KV head, a share of that KV head's GQA group), fastest last;
+// dynamic: later prefill tokens see more KV. A share is the whole group (split in pieces of at
+// most kMaxHeads), or one head when there are too few (token, KV head) slots to keep every
+// thread busy. Which share a head is in changes nothing in its arithmetic.
 template <typename QT, typename KT, int NV>
 void run_nv(const Problem& pb, const QT* q, const KT* k_cache, const KT* v_cache, QT* out) {
   const int64_t group = pb.num_qo_heads / pb.num_kv_heads;
   const int64_t D = pb.head_dim;
   const int64_t slots = pb.num_tokens * pb.num_kv_heads;
-  // Too few (token, KV head) slots for the threads (batch 1 on 2 threads): one head per item,
-  // as balanced as it gets; sharing a chunk between heads would leave a thread idle.
+  // Too few slots for the threads (batch 1 on 2 threads): one head per item, as balanced as it
+  // gets (3 items of 3 heads on 2 threads left one idle a third of the time: 0.7-0.84x).
   const int64_t threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   const int64_t parts = slots < 2 * threads ? group : (group + kMaxHeads - 1) / kMaxHeads;
   const int64_t items = slots * parts;
