@@ -230,7 +230,8 @@ def make_workers(args, model: Path, dtype: str, threads: int, work: Path) -> lis
     return out
 
 
-def fresh_prompt(vocab: int, length: int, seed: tuple[int, ...]) -> list[int]:
+def fresh_prompt(vocab: int, length: int, seed: tuple[object, ...]) -> list[int]:
+    """A random prompt, the same for the same seed (any values; they are joined as text)."""
     rng = random.Random("/".join(map(str, seed)))
     return [rng.randrange(1, vocab) for _ in range(length)]
 
