@@ -240,8 +240,7 @@ class _EventStream(StreamingResponse):
 
         async def watch() -> None:
             nonlocal gone
-            while (await receive())["type"] != "http.disconnect":
-                pass
+            await _disconnected(receive)
             gone = True  # (after the last send, this task is cancelled before it gets here)
             task.cancel()
 
@@ -258,15 +257,16 @@ class _EventStream(StreamingResponse):
                 s.cancel()
 
 
+async def _disconnected(receive: Any) -> None:
+    """Return once the client has disconnected (the request's other messages are dropped)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
     """Await `work`, or cancel it and return None if the client disconnects first."""
     task = asyncio.ensure_future(work)
-
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(disconnected())
+    watcher = asyncio.ensure_future(_disconnected(request.receive))
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
