@@ -288,8 +288,7 @@ void run_nv(const Problem& pb, const QT* q, const KT* k_cache, const KT* v_cache
     const int64_t t = item / (pb.num_kv_heads * parts);
     const int64_t r = item % (pb.num_kv_heads * parts);
     const int64_t kvh = r / parts, part = r % parts;
-    const int64_t g0 = group * part / parts, g1 = group * (part + 1) / parts;
-    if (g1 == g0) continue;
+    const int64_t g0 = group * part / parts, g1 = group * (part + 1) / parts;  // parts <= group
     const int32_t* it = std::upper_bound(pb.qo_indptr, pb.qo_indptr + pb.num_seqs + 1,
                                          static_cast<int32_t>(t));
     const int64_t seq = (it - pb.qo_indptr) - 1;
