@@ -86,6 +86,41 @@ def test_stream_deltas_add_up_to_the_final_output(llama_ckpt):
         deltas.append(out)
     assert ids == deltas[-1].token_ids and len(ids) == 12
     assert deltas[-1].finished
+    # each output is a snapshot of its step, read here after the request grew past it
+    seen: list[int] = []
+    for out in deltas:
+        seen += out.delta_token_ids
+        assert out.token_ids == seen and out.usage.completion_tokens == len(seen)
+
+
+def test_request_output_snapshot_reads_its_moment_and_behaves_as_the_dataclass():
+    import copy
+    import dataclasses
+    import pickle
+
+    from vibekit.core.outputs import RequestOutput, Usage
+
+    ids = [1, 2, 3, 4]
+    lazy = RequestOutput.snapshot("r", [1, 2], ids, 2, 4, "ab", None, Usage(2, 2), [4], "b")
+    ids += [5, 6]  # the source grows after the snapshot
+    eager = RequestOutput("r", [1, 2], [3, 4], "ab", None, Usage(2, 2), [4], "b")
+    assert lazy == eager and repr(lazy) == repr(eager)
+
+    def fresh():  # each check reads a snapshot nobody has read yet
+        return RequestOutput.snapshot("r", [1, 2], ids, 2, 6, "ab", None, Usage(2, 2), [4], "b")
+
+    assert pickle.loads(pickle.dumps(fresh())).token_ids == [3, 4, 5, 6]
+    assert copy.deepcopy(fresh()).token_ids == [3, 4, 5, 6]
+    assert dataclasses.replace(fresh(), text="x").token_ids == [3, 4, 5, 6]
+    assert dataclasses.asdict(fresh())["token_ids"] == [3, 4, 5, 6]
+    merged = RequestOutput.snapshot("r", [1, 2], ids, 2, 5, "a", None, Usage(), [5], "") \
+        .with_deltas([4, 5], "ab")
+    ids.append(7)
+    assert merged.token_ids == [3, 4, 5]
+    assert (merged.delta_token_ids, merged.delta_text) == ([4, 5], "ab")
+    assert eager.with_deltas([9], "z").token_ids == [3, 4]
+    with pytest.raises(AttributeError, match="no attribute 'tokens'"):
+        lazy.tokens  # noqa: B018
 
 
 def test_stop_strings_cut_the_text_and_streaming_never_shows_them():

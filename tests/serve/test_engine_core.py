@@ -285,3 +285,25 @@ def test_the_client_reads_on_the_loop_that_started_it_and_back_on_a_thread_after
     finally:
         core.shutdown(timeout=5.0)
     assert not core.process.is_alive() and core._reading_done.is_set()
+
+
+def test_core_outputs_are_snapshots_of_their_step(reference):
+    """Each streamed RequestOutput's token_ids is what was generated up to it, read after the
+    request finished (the client builds them lazily over one growing list)."""
+    from vibekit.serve.engine_core import load_engine
+
+    core = EngineCoreClient(load_engine, MODEL, **OPTIONS)
+    try:
+        ref = reference.generate([[5, 6, 7]], greedy(24, ignore_eos=True))[0]
+
+        async def main():
+            return [out async for out in core.generate([5, 6, 7], greedy(24, ignore_eos=True))]
+
+        outs = asyncio.run(asyncio.wait_for(main(), 60))
+        assert len(outs) > 1 and outs[-1].token_ids == ref.token_ids
+        seen: list[int] = []
+        for out in outs:
+            seen += out.delta_token_ids
+            assert out.token_ids == seen
+    finally:
+        core.shutdown(timeout=5.0)

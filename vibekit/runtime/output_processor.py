@@ -111,9 +111,9 @@ class OutputProcessor:
     def make_output(self, req: Request, final: bool) -> RequestOutput:
         """The cumulative output with this step's deltas. Until the request ends, text that may
         still become the start of a stop string is held back."""
-        out_ids = req.output_token_ids
-        delta_ids = out_ids[req.num_emitted_tokens:]
-        req.num_emitted_tokens = len(out_ids)
+        ids, start = req.token_ids, req.num_prompt_tokens
+        delta_ids = ids[start + req.num_emitted_tokens:]
+        req.num_emitted_tokens = len(ids) - start
         visible = len(req.text)
         if not final and req.params.stop_strings:
             visible -= max(len(s) for s in req.params.stop_strings) - 1
@@ -122,8 +122,7 @@ class OutputProcessor:
         req.num_emitted_chars = visible
         if final:
             self.remove(req)
-        return RequestOutput(
-            request_id=req.request_id, prompt_token_ids=req.prompt_token_ids,
-            token_ids=list(out_ids), text=req.text, finish_reason=req.finish_reason,
-            usage=req.usage(), delta_token_ids=delta_ids, delta_text=delta_text,
-        )
+        # token_ids is copied only if read (Request.token_ids is only ever appended to)
+        return RequestOutput.snapshot(
+            req.request_id, req.prompt_token_ids, ids, start, len(ids), req.text,
+            req.finish_reason, req.usage(), delta_ids, delta_text)

@@ -524,8 +524,9 @@ class EngineCoreClient:
                     entry.text += delta_text
                     usage = Usage(prompt_tokens=len(entry.prompt_ids),
                                   completion_tokens=len(entry.token_ids))
-                out = RequestOutput(rid, entry.prompt_ids, list(entry.token_ids), entry.text,
-                                    finish, usage, delta_ids, delta_text)
+                ids = entry.token_ids  # only appended to (or replaced by the final list)
+                out = RequestOutput.snapshot(rid, entry.prompt_ids, ids, 0, len(ids),
+                                             entry.text, finish, usage, delta_ids, delta_text)
                 stream = entry.stream
                 by_loop.setdefault(stream._loop, []).append((stream._put, out))
             elif kind == "acc":
