@@ -200,6 +200,10 @@ def make_workers(args, model: Path, dtype: str, threads: int, work: Path) -> lis
             opts = json.dumps({"linear_backend": "torch"})
             out.append(Worker("vibekit (torch linear)", [me, worker, "vibekit", str(model), dtype,
                                                          str(threads), opts], fbytes, env))
+        elif engine == "vibekit-nokernels":  # every op on torch (VIBEKIT_DISABLE_CPU_KERNELS)
+            out.append(Worker("vibekit (no C++ kernels)", [me, worker, "vibekit", str(model),
+                                                           dtype, str(threads)], fbytes,
+                              {**env, "VIBEKIT_DISABLE_CPU_KERNELS": "1"}))
         elif engine == "hf":
             out.append(Worker("HF generate", [me, worker, "hf", str(model), dtype, str(threads)],
                               fbytes, env))
@@ -254,7 +258,8 @@ def main() -> None:
                     help="dummy:<preset> (saved with save_pretrained), zoo:<name> or an HF folder")
     ap.add_argument("--engines", default="vibekit,hf,llamacpp,vllm",
                     help="comma list of vibekit, vibekit-invariant (batch_invariant=True), "
-                         "vibekit-torch (torch linear), vibekit-torch-attention (SDPA "
+                         "vibekit-torch (torch linear), vibekit-nokernels (no C++ kernel at "
+                         "all), vibekit-torch-attention (SDPA "
                          "attention), hf, llamacpp, vllm")
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--batches", default="1,16")

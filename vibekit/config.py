@@ -247,7 +247,7 @@ class EngineConfig:
     # CPU: torch intra-op threads (process-wide; None leaves torch's setting). On a shared or
     # small machine, fewer threads than cores avoids OpenMP oversubscription stalls.
     num_threads: int | None = None
-    # Linear layers: "auto" (the AVX512 prepacked kernel on CPU where it builds, else torch),
+    # Linear layers: "auto" (the prepacked CPU kernel where it builds, else torch),
     # "cpu" (that kernel, or an error), "torch" (nn.Linear); quantization None, "int8"
     # (weight-only, per-output-channel scales) or "w8a8" (int8 weights and per-row int8
     # activations, the numerics of llama.cpp's Q8_0). See vibekit/ops/linear.py. On device

@@ -57,8 +57,8 @@ class Request:
     """A prompt, its sampling settings and everything decoded so far.
 
     token_ids holds prompt + output, and is only ever appended to (or replaced by a new list):
-    the RequestOutputs of earlier steps slice it lazily. num_computed_tokens counts the leading tokens whose KV (and,
-    for hybrid models, recurrent state) is in the cache; the scheduler feeds
+    the RequestOutputs of earlier steps slice it lazily. num_computed_tokens counts the leading
+    tokens whose KV (and, for hybrid models, recurrent state) is in the cache; the scheduler feeds
     token_ids[num_computed_tokens:] to the next forward. The caches keep their own per-request
     records (page tables, state slots) keyed by request_id.
     """

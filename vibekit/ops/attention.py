@@ -70,8 +70,8 @@ def paged_attention(
     """Paged causal attention over a ragged batch (see `paged_attention_ref` for the contract).
 
     max_q_len / max_kv_len are host-side bounds that spare the fast backends a device sync.
-    Backends: "ref" (the spec), "torch" (vectorized SDPA), "cpu" (an AVX512 C++ kernel over the
-    pages, batch-invariant: vibekit.ops.attention_cpu), "triton" (a decode kernel for one-token
+    Backends: "ref" (the spec), "torch" (vectorized SDPA), "cpu" (an AVX512 / AVX2 C++ kernel over
+    the pages, batch-invariant: vibekit.ops.attention_cpu), "triton" (a decode kernel for one-token
     batches, else the ragged append kernel).
     """
     return resolve("paged_attention", backend, q.device)(

@@ -1,5 +1,6 @@
-"""The "cpu" backend of `paged_attention`: an AVX512 C++ kernel (ops/csrc/attention_cpu.cpp)
-that reads K/V straight from the pages, for decode, verify blocks and ragged prefill alike.
+"""The "cpu" backend of `paged_attention`: an AVX512 (or AVX2) C++ kernel
+(ops/csrc/attention_cpu.cpp) that reads K/V straight from the pages, for decode, verify blocks
+and ragged prefill alike.
 
 NOTE (batch invariance): each (query token, qo head) row is computed alone, over KV chunks of
 `KV_CHUNK` positions at absolute multiples of it, merged by the online softmax in order, so a
@@ -36,7 +37,7 @@ def paged_attention_cpu(
     qo_indptr: torch.Tensor, page_table: torch.Tensor, kv_lens: torch.Tensor, scale: float,
     max_q_len: int | None = None, max_kv_len: int | None = None,
 ) -> torch.Tensor:
-    """Paged causal attention (the contract of `paged_attention_ref`) on the AVX512 kernel.
+    """Paged causal attention (the contract of `paged_attention_ref`) on the CPU kernel.
 
     q [T, Hq, D] float32/bfloat16/float16 (token and head strides free), k_cache / v_cache
     [num_pages, page_size, Hk, D] float32/bfloat16 (float16 with a float16 q), qo_indptr [B+1],

@@ -1,6 +1,10 @@
 """JIT-built C++ CPU kernels (ops/csrc/*.cpp): build once with torch.utils.cpp_extension, cache,
 import; or, where the CPU lacks an instruction or the build fails, `None` with one logged line.
 
+The kernels are written with AVX512 intrinsics. On a CPU without AVX512 (AMD Zen 1-3, Intel
+before Ice Lake) but with AVX2 + FMA + F16C they build for AVX2 instead, through
+csrc/avx2_shim.h; `ext.isa` says which build loaded.
+
 Example::
 
     ext = CpuExtension("attention_cpu.cpp", "paged attention kernel")
@@ -27,6 +31,11 @@ REQUIRED_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "fma")
 # depend on how the compiler scheduled the code around it (batch invariance needs that).
 CFLAGS = ("-O3", "-ffp-contract=off", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16",
           "-mfma", "-fopenmp")
+# Where the AVX512 ones are missing, the same sources build for AVX2 + FMA + F16C instead
+# (csrc/avx2_shim.h runs each 512-bit intrinsic on two 256-bit halves).
+AVX2_REQUIRED_FLAGS = ("avx2", "fma", "f16c")
+AVX2_CFLAGS = ("-mavx2", "-mfma", "-mf16c")
+ISAS = ("avx512", "avx2")
 
 
 def cpu_flags() -> set[str]:
@@ -44,13 +53,26 @@ class CpuExtension:
 
     def __init__(self, source: str, what: str, cflags: tuple[str, ...] = CFLAGS,
                  required_flags: tuple[str, ...] = REQUIRED_FLAGS,
-                 depends: tuple[str, ...] = ()) -> None:
+                 depends: tuple[str, ...] = (), avx2: bool = True,
+                 isa: str | None = None) -> None:
+        """cflags / required_flags: the AVX512 build. avx2: where the CPU lacks those flags but
+        has AVX2 + FMA + F16C, build for that instead (the source includes avx2_shim.h). isa:
+        "avx512" or "avx2" to insist on one build (tests; VIBEKIT_CPU_ISA sets it for every
+        kernel), None for the best this CPU runs."""
+        isa = isa or os.environ.get("VIBEKIT_CPU_ISA") or None
+        if isa is not None and isa not in ISAS:
+            raise ValueError(f"isa={isa!r} (VIBEKIT_CPU_ISA) must be one of {list(ISAS)}")
         self.source = Path(__file__).parent / "csrc" / source
         # Other csrc files the source includes: part of the build's cache key.
         self.depends = [self.source.parent / d for d in depends]
+        if avx2:
+            self.depends.append(self.source.parent / "avx2_shim.h")
         self.what = what
         self.cflags = list(cflags)
         self.required_flags = required_flags
+        self.avx2 = avx2 and any(f.startswith("avx512") for f in required_flags)
+        self.requested_isa = isa
+        self.isa: str | None = None  # the build that loaded: "avx512", "avx2" or "generic"
         self._lock = threading.Lock()
         self._loaded = False
         self._module = None
@@ -68,27 +90,50 @@ class CpuExtension:
     def _flags(self) -> set[str]:
         return cpu_flags()
 
+    def _choose(self) -> tuple[str, list[str]] | str:
+        """(isa, cflags) of the build this CPU runs, or why there is none."""
+        flags = self._flags()
+        missing = [f for f in self.required_flags if f not in flags]
+        if not self.avx2:  # no intrinsics (or no AVX2 form): the given build or nothing
+            if missing:
+                return f"CPU lacks {', '.join(missing)}"
+            return ("avx512" if self.required_flags else "generic"), self.cflags
+        want = self.requested_isa
+        if not missing and want in (None, "avx512"):
+            return "avx512", self.cflags
+        if want == "avx512":
+            return f"CPU lacks {', '.join(missing)} (VIBEKIT_CPU_ISA / isa asks for avx512)"
+        missing2 = [f for f in AVX2_REQUIRED_FLAGS if f not in flags]
+        if missing2:
+            lacks = f"CPU lacks {', '.join(missing)}, and " if missing else "CPU lacks "
+            return f"{lacks}{', '.join(missing2)} for the AVX2 build"
+        base = [f for f in self.cflags if not f.startswith("-mavx512") and f != "-mfma"]
+        return "avx2", [*base, *AVX2_CFLAGS]
+
     def _load(self):
-        missing = [f for f in self.required_flags if f not in self._flags()]
-        if missing:
-            self.reason = f"CPU lacks {', '.join(missing)}"
+        choice = self._choose()
+        if isinstance(choice, str):
+            self.reason = choice
         elif os.environ.get("VIBEKIT_DISABLE_CPU_KERNELS"):
             self.reason = "VIBEKIT_DISABLE_CPU_KERNELS is set"
         else:
+            isa, cflags = choice
             try:
-                return self._build_or_import()
+                module = self._build_or_import(cflags)
+                self.isa = isa
+                return module
             except Exception as exc:  # compiler, ninja or headers missing
                 self.reason = f"build failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
-        logger.warning("vibekit: AVX512 %s unavailable (%s)", self.what, self.reason)
+        logger.warning("vibekit: %s unavailable (%s)", self.what, self.reason)
         return None
 
-    def _build_or_import(self):
+    def _build_or_import(self, cflags: list[str]):
         """Import the cached build of this exact source, flags and torch, or build it.
 
         NOTE: a cached build is imported without spawning anything (torch's `load` always runs
         the compiler and ninja to check freshness, which sandboxed candidates must not do)."""
         code = b"".join(p.read_bytes() for p in [self.source, *self.depends])
-        key = hashlib.sha256(code + repr((self.cflags, torch.__version__,
+        key = hashlib.sha256(code + repr((cflags, torch.__version__,
                                           sys.version)).encode())
         name = f"vibekit_{self.source.stem}_{key.hexdigest()[:16]}"
         root = os.environ.get("VIBEKIT_KERNEL_CACHE") or (
@@ -99,7 +144,7 @@ class CpuExtension:
             from torch.utils.cpp_extension import load
 
             build_dir.mkdir(parents=True, exist_ok=True)
-            return load(name=name, sources=[str(self.source)], extra_cflags=self.cflags,
+            return load(name=name, sources=[str(self.source)], extra_cflags=cflags,
                         extra_ldflags=["-fopenmp"], build_directory=str(build_dir),
                         verbose=False)
         spec = importlib.util.spec_from_file_location(name, lib)

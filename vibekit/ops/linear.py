@@ -1,4 +1,4 @@
-"""Linear layers for decode: y = x @ W^T + b, with weights prepacked for an AVX512 GEMV.
+"""Linear layers for decode: y = x @ W^T + b, with weights prepacked for an AVX512 / AVX2 GEMV.
 
 Three pieces, like every op here:
 
@@ -199,7 +199,8 @@ def cpu_kernel_available() -> bool:
 
 
 def linear_cpu(x: torch.Tensor, packed: PackedLinear) -> torch.Tensor:
-    """The AVX512 kernel: x [M, K] float32/bfloat16 (packed.dtype) on CPU -> [M, N] in x's dtype.
+    """The packed kernel (AVX512, or AVX2 through csrc/avx2_shim.h): x [M, K] float32/bfloat16
+    (packed.dtype) on CPU -> [M, N] in x's dtype.
 
     Raises RuntimeError where the kernel is unavailable (see `cpu_kernel_available`)."""
     module = _KERNEL.get()
@@ -237,7 +238,7 @@ def _linear_torch(x: torch.Tensor, packed: PackedLinear) -> torch.Tensor:
 def linear(x: torch.Tensor, packed: PackedLinear, backend: str = "auto") -> torch.Tensor:
     """y = x @ W^T + b on a `pack_linear` weight. x [..., K] -> [..., N] in x's dtype.
 
-    backend: "cpu" (the AVX512 kernel; errors where unavailable), "torch" (F.linear on the
+    backend: "cpu" (the packed kernel; errors where unavailable), "torch" (F.linear on the
     unpacked weight), "ref" (`linear_ref`), "auto" ("cpu" for CPU tensors where the kernel
     builds, else "torch").
     """

@@ -8,9 +8,9 @@ the per-op forward on those backends (tests/ops/test_model_cpu.py), so every exa
 batch-invariance property carries over.
 
 It applies when the model's projections are packed for the "cpu" linear kernel (the engine's
-default on AVX512 CPUs), the dtype is float32 or bfloat16, and the step's attention backend is
-the CPU kernel ("auto" or "cpu"); anything else runs the per-op forward. `model.use_fused_cpu =
-False` turns it off (e.g. to profile the ops one by one).
+default on AVX512 and AVX2 CPUs), the dtype is float32 or bfloat16, and the step's attention
+backend is the CPU kernel ("auto" or "cpu"); anything else runs the per-op forward.
+`model.use_fused_cpu = False` turns it off (e.g. to profile the ops one by one).
 """
 
 from __future__ import annotations

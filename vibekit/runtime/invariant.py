@@ -2,9 +2,9 @@
 an order that does not depend on the rows sharing the call.
 
 What each op of a llama-family forward runs under it, and why that row is invariant:
-- linear layers, lm_head included: the AVX512 packed kernel (vibekit/ops/linear.py): one fp32
+- linear layers, lm_head included: the packed CPU kernel (vibekit/ops/linear.py): one fp32
   accumulator per output element, k in order, whatever the number of rows or threads;
-- attention: the AVX512 paged kernel (vibekit/ops/attention_cpu.py): one (token, head) row at
+- attention: the paged CPU kernel (vibekit/ops/attention_cpu.py): one (token, head) row at
   a time over KV chunks at absolute positions, the same for decode, verify and prefill rows;
 - RMSNorm, SiLU * up, RoPE, KV append: the C++ row kernels (vibekit/ops/csrc/decode_cpu.cpp;
   the norm sums each row in one fixed order), or torch's per-row reference where they cannot
@@ -12,7 +12,8 @@ What each op of a llama-family forward runs under it, and why that row is invari
 - the whole forward in one C++ call (vibekit/ops/model_cpu.py) where it builds: the same
   functions in the same order, so the same bits;
 - logits processors, greedy argmax, softmax / top-k / top-p sampling: per row in torch.
-Where a kernel cannot build here (no AVX512-BF16, no compiler) the engine refuses to start with
+Both kernels build for AVX512 (with AVX512-BF16) or for AVX2 + FMA + F16C; where neither can
+build here (an older CPU, no compiler) the engine refuses to start with
 the reason, rather than run a path whose rows could change with the batch. Hybrid (recurrent
 state) models are refused too: their chunked scans are not covered.
 """
@@ -43,8 +44,8 @@ def invariant_config(config: EngineConfig, model: nn.Module) -> EngineConfig:
     try:
         resolve_linear_backend("cpu", config.device)
     except RuntimeError as exc:
-        raise RuntimeError(f"batch_invariant=True needs the AVX512 linear kernel: {exc}") from None
+        raise RuntimeError(f"batch_invariant=True needs the CPU linear kernel: {exc}") from None
     if not attention_kernel_available():
-        raise RuntimeError("batch_invariant=True needs the AVX512 paged attention kernel, which "
+        raise RuntimeError("batch_invariant=True needs the CPU paged attention kernel, which "
                            f"is unavailable: {attention_kernel_reason()}")
     return dataclasses.replace(config, attention_backend="cpu", linear_backend="cpu")

@@ -22,6 +22,7 @@
 // above, and how a group is split among threads changes none of it.
 #include <torch/extension.h>
 #include <immintrin.h>
+#include "avx2_shim.h"  // AVX2 CPUs: the intrinsics below on 256-bit halves (empty on AVX512)
 #include <omp.h>
 #include <algorithm>
 #include <cmath>

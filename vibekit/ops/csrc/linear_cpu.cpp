@@ -19,6 +19,7 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
+#include "avx2_shim.h"  // AVX2 CPUs: the intrinsics below on 256-bit halves (empty on AVX512)
 #include <cstdint>
 #include <cmath>
 #include <cstring>
@@ -27,7 +28,11 @@
 namespace {
 
 constexpr int64_t kGroup = 64;  // output channels per packed group (4 x 16 fp32 lanes)
+#ifdef __AVX512F__
 constexpr int kMaxRows = 6;     // rows per register tile: 6 x 4 accumulators + 4 weights
+#else
+constexpr int kMaxRows = 2;     // AVX2: 16 ymm registers hold 8 accumulators per row
+#endif
 
 enum Kind { kF32 = 0, kBF16 = 1, kI8 = 2 };
 
