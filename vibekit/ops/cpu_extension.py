@@ -65,12 +65,13 @@ class CpuExtension:
         self.source = Path(__file__).parent / "csrc" / source
         # Other csrc files the source includes: part of the build's cache key.
         self.depends = [self.source.parent / d for d in depends]
-        if avx2:
+        # only a source with AVX512 intrinsics has an AVX2 form (it includes the shim)
+        self.avx2 = avx2 and any(f.startswith("avx512") for f in required_flags)
+        if self.avx2:
             self.depends.append(self.source.parent / "avx2_shim.h")
         self.what = what
         self.cflags = list(cflags)
         self.required_flags = required_flags
-        self.avx2 = avx2 and any(f.startswith("avx512") for f in required_flags)
         self.requested_isa = isa
         self.isa: str | None = None  # the build that loaded: "avx512", "avx2" or "generic"
         self._lock = threading.Lock()
