@@ -46,9 +46,13 @@ def candidates(ws: list[torch.Tensor], m: int, quant: str | None) -> dict:
         out["MKL packed"] = (lambda: [torch.ops.mkl._mkl_linear(xs[w.shape[1]], p, w, None, m)
                                       for p, w in zip(mk, ws)], nbytes)
     if torch.backends.mkldnn.is_available():
-        dn = [torch.ops.mkldnn._reorder_linear_weight(w, m) for w in ws]
-        out["oneDNN packed"] = (lambda: [torch.ops.mkldnn._linear_pointwise(
-            xs[w.shape[1]], p, None, "none", [], "") for p, w in zip(dn, ws)], nbytes)
+        try:
+            dn = [torch.ops.mkldnn._reorder_linear_weight(w, m) for w in ws]
+        except RuntimeError as exc:  # e.g. bf16 on a CPU without AVX512 / AVX-NE-CONVERT
+            print(f"  (no oneDNN packed {dtype}: {str(exc).splitlines()[0]})")
+        else:
+            out["oneDNN packed"] = (lambda: [torch.ops.mkldnn._linear_pointwise(
+                xs[w.shape[1]], p, None, "none", [], "") for p, w in zip(dn, ws)], nbytes)
     return out
 
 
