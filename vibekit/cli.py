@@ -172,7 +172,7 @@ def _build_kernels(args: argparse.Namespace) -> int:
     for kernel, state in status.items():
         print(f"{kernel}: {state}")
     print(f"{time.perf_counter() - t0:.0f} s")
-    return 0 if all(s == "ok" for s in status.values()) else 1
+    return 0 if all(s.startswith("ok") for s in status.values()) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,12 +9,13 @@ from vibekit.ops.model_cpu import MODEL
 
 
 def build_all() -> dict[str, str]:
-    """Build (or import the cached build of) every CPU kernel now; name -> "ok" or the reason.
+    """Build (or import the cached build of) every CPU kernel now; name -> "ok (<isa> build)"
+    (avx512, avx2 or generic: vibekit.ops.cpu_extension) or the reason it cannot run here.
 
     The engine builds each on first use; this does it ahead (CI, a container image, a sandbox's
     preload): `vibekit build-kernels`."""
     out = {}
     for name, ext in (("linear", LINEAR), ("attention", ATTENTION), ("decode", DECODE),
                       ("model", MODEL)):
-        out[name] = "ok" if ext.available() else ext.reason
+        out[name] = f"ok ({ext.isa} build)" if ext.available() else ext.reason
     return out
