@@ -86,12 +86,16 @@ class RequestOutput:
     def __getattr__(self, name: str) -> Any:
         # only called when normal lookup fails: token_ids of a snapshot not read yet
         if name == "token_ids":
+            # NOTE: set before the source is dropped, so a reader on another thread finds one
             d = self.__dict__
-            lazy = d.pop("_ids", None)
+            lazy = d.get("_ids")
             if lazy is not None:
                 ids, start, end = lazy
                 value = d["token_ids"] = ids[start:end]
+                d.pop("_ids", None)
                 return value
+            if "token_ids" in d:
+                return d["token_ids"]
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __getstate__(self) -> dict[str, Any]:
