@@ -204,6 +204,10 @@ def make_workers(args, model: Path, dtype: str, threads: int, work: Path) -> lis
             out.append(Worker("vibekit (no C++ kernels)", [me, worker, "vibekit", str(model),
                                                            dtype, str(threads)], fbytes,
                               {**env, "VIBEKIT_DISABLE_CPU_KERNELS": "1"}))
+        elif engine == "vibekit-avx2":  # the AVX2 build on an AVX512 CPU (VIBEKIT_CPU_ISA)
+            out.append(Worker("vibekit (AVX2 build)", [me, worker, "vibekit", str(model),
+                                                       dtype, str(threads)], fbytes,
+                              {**env, "VIBEKIT_CPU_ISA": "avx2"}))
         elif engine == "hf":
             out.append(Worker("HF generate", [me, worker, "hf", str(model), dtype, str(threads)],
                               fbytes, env))
@@ -259,7 +263,7 @@ def main() -> None:
     ap.add_argument("--engines", default="vibekit,hf,llamacpp,vllm",
                     help="comma list of vibekit, vibekit-invariant (batch_invariant=True), "
                          "vibekit-torch (torch linear), vibekit-nokernels (no C++ kernel at "
-                         "all), vibekit-torch-attention (SDPA "
+                         "all), vibekit-avx2 (the AVX2 build), vibekit-torch-attention (SDPA "
                          "attention), hf, llamacpp, vllm")
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--batches", default="1,16")

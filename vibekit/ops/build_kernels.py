@@ -17,5 +17,10 @@ def build_all() -> dict[str, str]:
     out = {}
     for name, ext in (("linear", LINEAR), ("attention", ATTENTION), ("decode", DECODE),
                       ("model", MODEL)):
-        out[name] = f"ok ({ext.isa} build)" if ext.available() else ext.reason
+        if not ext.available():
+            out[name] = ext.reason
+        elif ext.emulated:
+            out[name] = f"ok ({ext.isa} build, {' and '.join(ext.emulated)} emulated)"
+        else:
+            out[name] = f"ok ({ext.isa} build)"
     return out

@@ -3,7 +3,9 @@ import; or, where the CPU lacks an instruction or the build fails, `None` with o
 
 The kernels are written with AVX512 intrinsics. On a CPU without AVX512 (AMD Zen 1-3, Intel
 before Ice Lake) but with AVX2 + FMA + F16C they build for AVX2 instead, through
-csrc/avx2_shim.h; `ext.isa` says which build loaded.
+csrc/avx2_shim.h; `ext.isa` says which build loaded. On an AVX512 CPU without AVX512_BF16 or
+AVX512_VNNI the AVX512 build emulates those instructions (csrc/avx512_shim.h); `ext.emulated`
+names them.
 
 Example::
 
@@ -36,6 +38,10 @@ CFLAGS = ("-O3", "-ffp-contract=off", "-mavx512f", "-mavx512bw", "-mavx512vl", "
 AVX2_REQUIRED_FLAGS = ("avx2", "fma", "f16c")
 AVX2_CFLAGS = ("-mavx2", "-mfma", "-mf16c")
 ISAS = ("avx512", "avx2")
+# AVX512 extensions the AVX512 build uses where the CPU has them and emulates (csrc/avx512_shim.h)
+# where it does not: /proc/cpuinfo flag -> gcc flag. Intel's AVX512 servers before Cooper Lake /
+# Sapphire Rapids (Skylake-SP, Cascade Lake, Ice Lake) lack AVX512_BF16; Skylake-SP lacks VNNI.
+EMULATED_FLAGS = {"avx512_bf16": "-mavx512bf16", "avx512_vnni": "-mavx512vnni"}
 
 
 def cpu_flags() -> set[str]:
@@ -54,11 +60,13 @@ class CpuExtension:
     def __init__(self, source: str, what: str, cflags: tuple[str, ...] = CFLAGS,
                  required_flags: tuple[str, ...] = REQUIRED_FLAGS,
                  depends: tuple[str, ...] = (), avx2: bool = True,
-                 isa: str | None = None) -> None:
-        """cflags / required_flags: the AVX512 build. avx2: where the CPU lacks those flags but
-        has AVX2 + FMA + F16C, build for that instead (the source includes avx2_shim.h). isa:
-        "avx512" or "avx2" to insist on one build (tests; VIBEKIT_CPU_ISA sets it for every
-        kernel), None for the best this CPU runs."""
+                 isa: str | None = None, emulate: tuple[str, ...] = ()) -> None:
+        """cflags / required_flags: the AVX512 build; of those, the EMULATED_FLAGS ones the CPU
+        lacks are emulated (csrc/avx512_shim.h) rather than required. avx2: where the CPU lacks
+        the AVX512 ones but has AVX2 + FMA + F16C, build for that instead (the source includes
+        avx2_shim.h). isa: "avx512" or "avx2" to insist on one build (tests; VIBEKIT_CPU_ISA
+        sets it for every kernel), None for the best this CPU runs. emulate: EMULATED_FLAGS
+        names to emulate even where the CPU has them (tests of the emulation)."""
         isa = isa or os.environ.get("VIBEKIT_CPU_ISA") or None
         if isa is not None and isa not in ISAS:
             raise ValueError(f"isa={isa!r} (VIBEKIT_CPU_ISA) must be one of {list(ISAS)}")
@@ -68,12 +76,18 @@ class CpuExtension:
         # only a source with AVX512 intrinsics has an AVX2 form (it includes the shim)
         self.avx2 = avx2 and any(f.startswith("avx512") for f in required_flags)
         if self.avx2:
-            self.depends.append(self.source.parent / "avx2_shim.h")
+            self.depends += [self.source.parent / "avx2_shim.h",
+                             self.source.parent / "avx512_shim.h"]
         self.what = what
         self.cflags = list(cflags)
         self.required_flags = required_flags
         self.requested_isa = isa
+        unknown = [f for f in emulate if f not in EMULATED_FLAGS]
+        if unknown:
+            raise ValueError(f"emulate={unknown} must be among {list(EMULATED_FLAGS)}")
+        self.emulate = tuple(emulate)
         self.isa: str | None = None  # the build that loaded: "avx512", "avx2" or "generic"
+        self.emulated: tuple[str, ...] = ()  # EMULATED_FLAGS the loaded AVX512 build emulates
         self._lock = threading.Lock()
         self._loaded = False
         self._module = None
@@ -94,14 +108,18 @@ class CpuExtension:
     def _choose(self) -> tuple[str, list[str]] | str:
         """(isa, cflags) of the build this CPU runs, or why there is none."""
         flags = self._flags()
-        missing = [f for f in self.required_flags if f not in flags]
+        # an extension the shim emulates is not required; its gcc flag goes where it is missing
+        emulated = [f for f in EMULATED_FLAGS
+                    if f in self.required_flags and (f not in flags or f in self.emulate)]
+        missing = [f for f in self.required_flags if f not in flags and f not in emulated]
         if not self.avx2:  # no intrinsics (or no AVX2 form): the given build or nothing
             if missing:
                 return f"CPU lacks {', '.join(missing)}"
             return ("avx512" if self.required_flags else "generic"), self.cflags
         want = self.requested_isa
         if not missing and want in (None, "avx512"):
-            return "avx512", self.cflags
+            drop = {EMULATED_FLAGS[f] for f in emulated}
+            return "avx512", [f for f in self.cflags if f not in drop]
         if want == "avx512":
             return f"CPU lacks {', '.join(missing)} (VIBEKIT_CPU_ISA / isa asks for avx512)"
         missing2 = [f for f in AVX2_REQUIRED_FLAGS if f not in flags]
@@ -122,6 +140,9 @@ class CpuExtension:
             try:
                 module = self._build_or_import(cflags)
                 self.isa = isa
+                self.emulated = tuple(f for f, c in EMULATED_FLAGS.items()
+                                      if isa == "avx512" and f in self.required_flags
+                                      and c not in cflags)
                 return module
             except Exception as exc:  # compiler, ninja or headers missing
                 self.reason = f"build failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"

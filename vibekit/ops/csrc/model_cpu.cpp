@@ -12,6 +12,7 @@
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 #include "avx2_shim.h"  // AVX2 CPUs: the intrinsics below on 256-bit halves (empty on AVX512)
+#include "avx512_shim.h"  // AVX512 CPUs without AVX512_BF16 / VNNI: those instructions emulated
 #include <omp.h>
 #include <algorithm>
 #include <array>

@@ -1,12 +1,13 @@
-"""The AVX2 build of the CPU kernels (csrc/avx2_shim.h): the AVX512 sources compiled for AVX2 +
-FMA + F16C, each 512-bit intrinsic on two 256-bit halves.
+"""The other builds of the CPU kernels: for AVX2 (csrc/avx2_shim.h: the AVX512 sources compiled
+for AVX2 + FMA + F16C, each 512-bit intrinsic on two 256-bit halves) and for AVX512 without
+AVX512_BF16 / AVX512_VNNI (csrc/avx512_shim.h emulates those instructions).
 
-On an AVX2-only CPU the default build is this one and the kernels' own tests
-(test_linear.py, test_attention_cpu.py, test_model_cpu.py, runtime/test_batch_invariant.py)
-run on it. Here each kernel is built for AVX2 explicitly, so it is checked on AVX512 machines
-too: against the references, and, where the AVX512 build runs as well, bit for bit against it
-(the shim emulates each instruction's rounding; the inputs here have no denormals, the one case
-where dpbf16 and cvtneps_pbh differ)."""
+On a CPU of either kind the default build is that one and the kernels' own tests
+(test_linear.py, test_attention_cpu.py, models/test_model_cpu.py,
+runtime/test_batch_invariant.py) run on it. Here each build is made explicitly, so each is
+checked wherever it runs: against the references, and bit for bit against each other build that
+runs here (the shims emulate each instruction's rounding; the inputs here have no denormals, the
+one case where dpbf16 and cvtneps_pbh differ from the instructions)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,12 @@ import torch
 import vibekit.ops.attention_cpu as attention_mod
 import vibekit.ops.linear as linear_mod
 from vibekit.ops import paged_attention_ref
-from vibekit.ops.cpu_extension import AVX2_REQUIRED_FLAGS, CpuExtension, cpu_flags
+from vibekit.ops.cpu_extension import (
+    AVX2_REQUIRED_FLAGS,
+    EMULATED_FLAGS,
+    CpuExtension,
+    cpu_flags,
+)
 from vibekit.ops.linear import (
     _CFLAGS,
     _REQUIRED_FLAGS,
@@ -32,23 +38,31 @@ pytestmark = pytest.mark.skipif(
     not set(AVX2_REQUIRED_FLAGS) <= cpu_flags(), reason="this CPU lacks AVX2 / FMA / F16C")
 
 
-def _linear_build(isa: str) -> CpuExtension:
+def _linear_build(isa: str, emulate: tuple[str, ...] = ()) -> CpuExtension:
     return CpuExtension("linear_cpu.cpp", "linear kernel", cflags=tuple(_CFLAGS),
-                        required_flags=_REQUIRED_FLAGS, isa=isa)
+                        required_flags=_REQUIRED_FLAGS, isa=isa, emulate=emulate)
+
+
+# "avx512": the native one where the CPU has AVX512_BF16 and VNNI (else it emulates the missing
+# ones); "avx512-emulated": both emulated, so the emulation is checked on CPUs that have them.
+_BUILDS = {"avx2": ("avx2", ()), "avx512": ("avx512", ()),
+           "avx512-emulated": ("avx512", tuple(EMULATED_FLAGS))}
 
 
 @pytest.fixture(scope="module")
 def builds():
-    """{"linear": {isa: module}, "attention": {isa: module}} for the builds that run here."""
+    """{"linear": {name: module}, "attention": {name: module}} for the builds that run here."""
     out: dict[str, dict[str, object]] = {"linear": {}, "attention": {}}
-    for isa in ("avx2", "avx512"):
-        lin = _linear_build(isa)
-        att = CpuExtension("attention_cpu.cpp", "paged attention kernel", isa=isa)
+    for name, (isa, emulate) in _BUILDS.items():
+        lin = _linear_build(isa, emulate)
+        att = CpuExtension("attention_cpu.cpp", "paged attention kernel", isa=isa,
+                           emulate=emulate)
         if lin.get() is not None:
             assert lin.isa == isa
-            out["linear"][isa] = lin
+            assert set(emulate) <= set(lin.emulated)
+            out["linear"][name] = lin
         if att.get() is not None:
-            out["attention"][isa] = att
+            out["attention"][name] = att
     assert "avx2" in out["linear"] and "avx2" in out["attention"], "the AVX2 build failed"
     return out
 
@@ -79,8 +93,8 @@ def test_linear_avx2_matches_the_reference_and_the_avx512_bits(builds, monkeypat
         ref = linear_ref(x, packed.weight, b, scale)
         tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=2e-2, rtol=2e-2)
         torch.testing.assert_close(got["avx2"].float(), ref.float(), **tol)
-    if "avx512" in got:
-        assert torch.equal(got["avx2"], got["avx512"])
+    for name in got:
+        assert torch.equal(got["avx2"], got[name]), name
     # a row is the same alone as in the batch (batch invariance holds in this build too)
     alone = _with(monkeypatch, linear_mod, builds["linear"]["avx2"],
                   lambda: linear_cpu(x[-1:].contiguous(), packed))
@@ -101,8 +115,8 @@ def test_attention_avx2_matches_the_reference_and_the_avx512_bits(builds, monkey
     ref = paged_attention_ref(q.float(), k_cache.float(), v_cache.float(), qo_indptr, page_table,
                               kv_lens, 0.125)
     torch.testing.assert_close(got["avx2"].float(), ref, **tolerance(dtype))
-    if "avx512" in got:
-        assert torch.equal(got["avx2"], got["avx512"])
+    for name in got:
+        assert torch.equal(got["avx2"], got[name]), name
 
 
 def test_an_isa_the_cpu_lacks_is_a_clear_reason_and_a_bad_isa_an_error(monkeypatch):
@@ -116,3 +130,25 @@ def test_an_isa_the_cpu_lacks_is_a_clear_reason_and_a_bad_isa_an_error(monkeypat
         old.reason
     with pytest.raises(ValueError, match="must be one of"):
         CpuExtension("attention_cpu.cpp", "paged attention kernel", isa="neon")
+    with pytest.raises(ValueError, match="must be among"):
+        CpuExtension("attention_cpu.cpp", "paged attention kernel", emulate=("amx_tile",))
+
+
+def test_an_avx512_cpu_without_bf16_or_vnni_gets_the_avx512_build_with_those_emulated(
+        monkeypatch):
+    """Skylake-SP has neither, Cascade Lake / Ice Lake lack AVX512_BF16: the AVX512 build, with
+    the missing extension's gcc flag dropped (avx512_shim.h emulates it)."""
+    base = {"avx512f", "avx512bw", "avx512vl", "fma", "avx2", "f16c"}
+    for extra, emulated in ((set(), {"-mavx512bf16", "-mavx512vnni"}),
+                            ({"avx512_vnni"}, {"-mavx512bf16"}),
+                            ({"avx512_vnni", "avx512_bf16"}, set())):
+        kernel = _linear_build(None)
+        monkeypatch.setattr(kernel, "_flags", lambda extra=extra: base | extra)
+        isa, cflags = kernel._choose()
+        assert isa == "avx512"
+        assert emulated.isdisjoint(cflags)
+        assert set(EMULATED_FLAGS.values()) - emulated <= set(cflags)
+    # without AVX512BW it is the AVX2 build
+    kernel = _linear_build(None)
+    monkeypatch.setattr(kernel, "_flags", lambda: base - {"avx512bw"})
+    assert kernel._choose()[0] == "avx2"
