@@ -5,7 +5,8 @@ Three pieces, like every op here:
 - `linear_ref(x, weight, bias, scale)`: the spec in plain torch (float32 accumulate).
 - `linear_cpu(x, packed)`: a C++ kernel (`ops/csrc/linear_cpu.cpp`, built on first use with
   torch.utils.cpp_extension and cached) over weights repacked once by `pack_linear` into groups
-  of 64 output channels: float32, bfloat16 (avx512_bf16 dot products, float32 accumulate) or
+  of 64 output channels: float32, bfloat16 (avx512_bf16 dot products, or their emulation on
+  AVX512 CPUs without it: ops/csrc/avx512_shim.h; float32 accumulate) or
   weight-only int8 with per-output-channel scales (dequantized in registers), or "w8a8": int8
   weights times int8 activations quantized per row at run time (symmetric, max|x|/127), summed
   exactly in int32 by avx512_vnni dot products — the numerics of llama.cpp's Q8_0 x Q8_0 dot

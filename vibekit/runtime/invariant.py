@@ -12,10 +12,10 @@ What each op of a llama-family forward runs under it, and why that row is invari
 - the whole forward in one C++ call (vibekit/ops/model_cpu.py) where it builds: the same
   functions in the same order, so the same bits;
 - logits processors, greedy argmax, softmax / top-k / top-p sampling: per row in torch.
-Both kernels build for AVX512 (with AVX512-BF16) or for AVX2 + FMA + F16C; where neither can
-build here (an older CPU, no compiler) the engine refuses to start with
-the reason, rather than run a path whose rows could change with the batch. Hybrid (recurrent
-state) models are refused too: their chunked scans are not covered.
+Both kernels build for AVX512 (BF16 / VNNI native or emulated) or for AVX2 + FMA + F16C; where
+neither can build here (an older CPU, no compiler) the engine refuses to start with the reason,
+rather than run a path whose rows could change with the batch. Hybrid (recurrent state) models
+are refused too: their chunked scans are not covered.
 """
 
 from __future__ import annotations
