@@ -2,7 +2,7 @@
 import; or, where the CPU lacks an instruction or the build fails, `None` with one logged line.
 
 The kernels are written with AVX512 intrinsics. On a CPU without AVX512 (AMD Zen 1-3, Intel
-before Ice Lake) but with AVX2 + FMA + F16C they build for AVX2 instead, through
+desktops before Ice Lake) but with AVX2 + FMA + F16C they build for AVX2 instead, through
 csrc/avx2_shim.h; `ext.isa` says which build loaded. On an AVX512 CPU without AVX512_BF16 or
 AVX512_VNNI the AVX512 build emulates those instructions (csrc/avx512_shim.h); `ext.emulated`
 names them.

@@ -1,7 +1,6 @@
 // The two AVX512 extensions the kernels use, on AVX512 CPUs that lack them: AVX512_BF16
-// (vdpbf16ps, vcvtneps2bf16: Intel before Cooper Lake / Sapphire Rapids, i.e. Skylake-SP,
-// Cascade Lake, Ice Lake servers, AMD Zen 3 and older lack it) and AVX512_VNNI (vpdpbusd:
-// Skylake-SP lacks it). Each is emulated with AVX512F / AVX512BW instructions, per lane, giving
+// (vdpbf16ps, vcvtneps2bf16: Intel's AVX512 servers before Cooper Lake / Sapphire Rapids, i.e.
+// Skylake-SP, Cascade Lake, Ice Lake, lack it) and AVX512_VNNI (vpdpbusd: Skylake-SP lacks it). Each is emulated with AVX512F / AVX512BW instructions, per lane, giving
 // the instruction's bits (exceptions below).
 //
 // Included after <immintrin.h> and avx2_shim.h by every kernel source. It is empty where the

@@ -40,8 +40,8 @@ enum Kind { kF32 = 0, kBF16 = 1, kI8 = 2 };
 // Software prefetch of the weight stream, kPrefetchBytes ahead of the loads. A group's weights
 // are one sequential stream, but with the hardware prefetchers alone the bf16 and int8 loops
 // (more instructions per byte than float32's, so fewer loads in flight) read 55-85% of the
-// bandwidth on an Ice Lake-class VM; 2 KB ahead brought both to it (1,024-8,192 swept:
-// benchmarks/RESULTS.md). A prefetch never faults, so running past the end is harmless.
+// bandwidth on an Ice Lake-class VM; 2 KB ahead brought both to it (2-8 KB swept:
+// benchmarks/RESULTS.md; the AVX2 build prefetches the same, not measured on an AVX2 CPU). A prefetch never faults, so running past the end is harmless.
 constexpr int64_t kPrefetchBytes = 2048;
 template <int kLines>
 inline void prefetch_ahead(const void* p) {
