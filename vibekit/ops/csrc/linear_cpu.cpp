@@ -41,7 +41,8 @@ enum Kind { kF32 = 0, kBF16 = 1, kI8 = 2 };
 // are one sequential stream, but with the hardware prefetchers alone the bf16 and int8 loops
 // (more instructions per byte than float32's, so fewer loads in flight) read 55-85% of the
 // bandwidth on an Ice Lake-class VM; 2 KB ahead brought both to it (2-8 KB swept:
-// benchmarks/RESULTS.md; the AVX2 build prefetches the same, not measured on an AVX2 CPU). A prefetch never faults, so running past the end is harmless.
+// benchmarks/RESULTS.md; the AVX2 build prefetches the same, not measured on an AVX2 CPU).
+// A prefetch never faults, so running past the end is harmless.
 constexpr int64_t kPrefetchBytes = 2048;
 template <int kLines>
 inline void prefetch_ahead(const void* p) {
@@ -68,7 +69,7 @@ template <typename XT, int MR>
 inline void tile_f32(const XT* x, int64_t ldx, int64_t K, const float* w, __m512 (&acc)[MR][4]) {
   for (int64_t k = 0; k < K; ++k) {
     const float* wk = w + k * kGroup;
-    if (kPrefetchBytes) prefetch_ahead<4>(wk);
+    prefetch_ahead<4>(wk);
     __m512 w0 = _mm512_loadu_ps(wk), w1 = _mm512_loadu_ps(wk + 16);
     __m512 w2 = _mm512_loadu_ps(wk + 32), w3 = _mm512_loadu_ps(wk + 48);
 #pragma GCC unroll 6
@@ -86,7 +87,7 @@ template <typename XT, int MR>
 inline void tile_i8(const XT* x, int64_t ldx, int64_t K, const int8_t* w, __m512 (&acc)[MR][4]) {
   for (int64_t k = 0; k < K; ++k) {
     const int8_t* wk = w + k * kGroup;
-    if (kPrefetchBytes) prefetch_ahead<1>(wk);
+    prefetch_ahead<1>(wk);
     __m512 w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)wk)));
     __m512 w1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(wk + 16))));
     __m512 w2 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(wk + 32))));
@@ -110,7 +111,7 @@ inline void tile_bf16(const uint16_t* x, int64_t ldx, int64_t K, const uint16_t*
   const int64_t pairs = K / 2;
   for (int64_t p = 0; p < pairs; ++p) {
     const uint16_t* wp = w + p * 2 * kGroup;
-    if (kPrefetchBytes) prefetch_ahead<4>(wp);
+    prefetch_ahead<4>(wp);
     __m512bh w0 = (__m512bh)_mm512_loadu_si512(wp);
     __m512bh w1 = (__m512bh)_mm512_loadu_si512(wp + 32);
     __m512bh w2 = (__m512bh)_mm512_loadu_si512(wp + 64);
@@ -246,7 +247,7 @@ void run_tile_w8a8(const uint8_t* xq, int64_t ldq, const float* sx, int64_t K4, 
     for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_setzero_si512();
   for (int64_t p = 0; p < K4; ++p) {
     const int8_t* wp = wg + p * 4 * kGroup;
-    if (kPrefetchBytes) prefetch_ahead<4>(wp);
+    prefetch_ahead<4>(wp);
     __m512i w0 = _mm512_loadu_si512(wp), w1 = _mm512_loadu_si512(wp + 64);
     __m512i w2 = _mm512_loadu_si512(wp + 128), w3 = _mm512_loadu_si512(wp + 192);
 #pragma GCC unroll 6
